@@ -1,0 +1,229 @@
+//! Command line and environment: every setting is a flag and an env var with the same meaning.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "worker-runtime",
+    version,
+    about = "PID 1 of the Stable Diffusion WebUI RunPod worker: checks the GPU, starts the WebUI API, \
+             waits until it answers, runs the RunPod handler, and tears everything down.",
+    after_help = "Exit codes: the handler's own status (128+n if signal n killed it), or \
+                  78 bad configuration, 81 WebUI exited before ready, 82 ready timeout, \
+                  83 WebUI died while serving, 84 CUDA check failed (CUDA_CHECK=strict), \
+                  85 a process could not be started."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the exact WebUI command line the launcher would run, and exit.
+    WebuiArgs,
+    /// Check the NVIDIA driver and GPU natively (no Python, no torch).
+    CudaCheck(crate::cuda::CudaCheckArgs),
+    /// Record the image's facts (Python, torch, CUDA, xformers, WebUI versions) as JSON.
+    Facts(crate::cuda::FactsArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// A1111 checkout (or the demo WebUI) holding webui.py.
+    #[arg(
+        long,
+        env = "WEBUI_DIR",
+        default_value = "/stable-diffusion-webui",
+        global = true
+    )]
+    pub webui_dir: PathBuf,
+
+    /// Python that runs the WebUI [default: python, else python3, from PATH].
+    #[arg(long, env = "WEBUI_PYTHON", global = true)]
+    pub webui_python: Option<String>,
+
+    /// Port of the WebUI API, bound to 127.0.0.1 only.
+    #[arg(long, env = "WEBUI_PORT", default_value_t = 3000, value_parser = parse_port, global = true)]
+    pub webui_port: u16,
+
+    /// More WebUI flags, split like shell words and checked against A1111's flag catalog.
+    #[arg(
+        long,
+        env = "WEBUI_EXTRA_ARGS",
+        default_value = "",
+        allow_hyphen_values = true,
+        global = true
+    )]
+    pub webui_extra_args: String,
+
+    /// Seconds to wait for the WebUI API to answer 200 before giving up.
+    #[arg(long, env = "WEBUI_READY_TIMEOUT", default_value = "600", value_parser = parse_seconds, global = true)]
+    pub webui_ready_timeout: Duration,
+
+    /// The RunPod handler script, run in the foreground.
+    #[arg(
+        long,
+        env = "HANDLER_PATH",
+        default_value = "/handler.py",
+        global = true
+    )]
+    pub handler_path: PathBuf,
+
+    /// Python that runs the handler [default: python, else python3, from PATH].
+    #[arg(long, env = "HANDLER_PYTHON", global = true)]
+    pub handler_python: Option<String>,
+
+    /// Arguments for the handler, split like shell words (e.g. "--rp_serve_api").
+    #[arg(
+        long,
+        env = "HANDLER_ARGS",
+        default_value = "",
+        allow_hyphen_values = true,
+        global = true
+    )]
+    pub handler_args: String,
+
+    /// When the handler starts: at once, waiting at the readiness gate (WORKER_READY_FD),
+    /// or only once the API answers.
+    #[arg(long, env = "HANDLER_START", value_enum, default_value_t = HandlerStart::Gate, global = true)]
+    pub handler_start: HandlerStart,
+
+    /// Seconds a process gets between SIGTERM and SIGKILL during teardown.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "5", value_parser = parse_seconds, global = true)]
+    pub shutdown_grace: Duration,
+
+    /// Any non-empty value: do not preload tcmalloc.
+    #[arg(long, env = "NO_TCMALLOC", value_name = "ANY", num_args = 0..=1,
+          default_missing_value = "1", global = true)]
+    pub no_tcmalloc: Option<String>,
+
+    /// GPU check before the WebUI starts: warn (report and continue), strict (stop on failure), off.
+    #[arg(long, env = "CUDA_CHECK", value_enum, default_value_t = CudaCheckMode::Warn, global = true)]
+    pub cuda_check: CudaCheckMode,
+
+    /// Checkpoint baked into the image, loaded at start (--ckpt).
+    #[arg(
+        long,
+        env = "MODEL_PATH",
+        default_value = "/model.safetensors",
+        global = true
+    )]
+    pub model_path: PathBuf,
+
+    /// Checkpoints on the network volume (--ckpt-dir).
+    #[arg(
+        long,
+        env = "CKPT_DIR",
+        default_value = "/runpod-volume/models/checkpoints",
+        global = true
+    )]
+    pub ckpt_dir: PathBuf,
+
+    /// LoRAs on the network volume (--lora-dir).
+    #[arg(
+        long,
+        env = "LORA_DIR",
+        default_value = "/runpod-volume/models/loras",
+        global = true
+    )]
+    pub lora_dir: PathBuf,
+
+    /// Textual-inversion embeddings on the network volume (--embeddings-dir).
+    #[arg(
+        long,
+        env = "EMBEDDINGS_DIR",
+        default_value = "/runpod-volume/models/embeddings",
+        global = true
+    )]
+    pub embeddings_dir: PathBuf,
+}
+
+/// Parses the command line and environment. Help and version print as usual; any other error
+/// becomes one line naming the setting and what to fix, with the bad-configuration status.
+pub fn parse() -> Result<Cli, std::process::ExitCode> {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            Err(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("worker-runtime: {}", line.trim_start_matches("error: "));
+            Err(std::process::ExitCode::from(crate::exit_code::BAD_CONFIG))
+        }
+    }
+}
+
+impl Config {
+    pub fn tcmalloc_disabled(&self) -> bool {
+        self.no_tcmalloc.as_deref().is_some_and(|v| !v.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HandlerStart {
+    Gate,
+    AfterReady,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CudaCheckMode {
+    Warn,
+    Strict,
+    Off,
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err("not a port number: use an integer from 1 to 65535".into()),
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(Duration::from_secs_f64(v)),
+        _ => Err("not a duration: use a positive number of seconds, e.g. 30 or 0.5".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_seconds_reject_what_a_user_would_mistype() {
+        assert_eq!(parse_port("3000"), Ok(3000));
+        assert!(parse_port("0").is_err());
+        assert!(parse_port("70000").is_err());
+        assert!(parse_port("abc").is_err());
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("ten").is_err());
+        assert!(parse_seconds("0").is_err());
+    }
+
+    #[test]
+    fn no_tcmalloc_means_any_non_empty_value() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.config.tcmalloc_disabled());
+        assert_eq!(parse(&["worker-runtime"]).ok(), Some(false));
+        assert_eq!(parse(&["worker-runtime", "--no-tcmalloc"]).ok(), Some(true));
+        assert_eq!(
+            parse(&["worker-runtime", "--no-tcmalloc", "0"]).ok(),
+            Some(true)
+        );
+        assert_eq!(
+            parse(&["worker-runtime", "--no-tcmalloc", ""]).ok(),
+            Some(false)
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! The worker runtime as a library: the binary (`src/main.rs`) is a thin entry point, and xtask
+//! reads the WebUI flag set from here to generate its documentation.
+
+pub mod cli;
+pub mod cuda;
+pub mod exit_code;
+pub mod launch;
+pub mod logging;
+pub mod process_tree;
+pub mod readiness;
+pub mod supervisor;
+pub mod tcmalloc;
+pub mod webui_flags;

@@ -1,0 +1,55 @@
+//! `cargo xtask <task>`: the project's automation, in Rust (matklad's cargo-xtask convention).
+
+mod bench;
+mod ci;
+mod codegen;
+mod image;
+mod python_env;
+mod run_local;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, test, run and benchmark the SD WebUI RunPod worker"
+)]
+struct Xtask {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Everything CI checks: fmt, clippy -D warnings, codegen freshness, Rust and Python tests.
+    Ci(ci::CiArgs),
+    /// Run the whole worker locally: demo WebUI (or --webui-dir), docker/handler.py, a test job.
+    RunLocal(run_local::RunLocalArgs),
+    /// Build the worker's Docker image.
+    Image(image::ImageArgs),
+    /// Regenerate files derived from the code (docs/webui-flags.md).
+    Codegen(codegen::CodegenArgs),
+    /// Measure cold start, teardown and memory against the seed's start.sh.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Xtask::parse().task {
+        Task::Ci(args) => ci::run(args),
+        Task::RunLocal(args) => run_local::run(args),
+        Task::Image(args) => image::run(args),
+        Task::Codegen(args) => codegen::run(args),
+        Task::Bench(args) => bench::run(args),
+    }
+}
+
+/// The workspace root, whatever directory cargo was started from.
+pub fn project_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}

@@ -1,0 +1,1 @@
+//! The project's Python virtual environment (.venv): created from docker/requirements.txt on demand.
