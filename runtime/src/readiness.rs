@@ -1,1 +1,74 @@
-//! (being written)
+//! The readiness probe: a thread that asks the WebUI API for its model list until it answers 200.
+//! `/sdapi/v1/sd-models` answers as soon as uvicorn serves the API (A1111 has no /internal/ping in
+//! API-only mode), and a 200 means the API routes are mounted, which a bare open port does not.
+//! The thread only reports: the supervisor decides what readiness and timeouts mean.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Short enough that the handler starts within tens of milliseconds of readiness; a refused
+/// connection costs microseconds, so polling this often is cheap.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// A slow answer must not stall the probe, but the API can be busy while it starts.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub const READY_PATH: &str = "/sdapi/v1/sd-models";
+
+/// A running probe; dropping it stops the thread at its next poll.
+pub struct Probe {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts probing `base_url`; writes one byte to `notify` once the API answers 200.
+pub fn spawn(base_url: String, notify: OwnedFd, started: Instant) -> std::io::Result<Probe> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_flag = Arc::clone(&stop);
+    thread::Builder::new()
+        .name("readiness-probe".into())
+        .spawn(move || probe_loop(&base_url, File::from(notify), &stop_flag, started))?;
+    Ok(Probe { stop })
+}
+
+fn probe_loop(base_url: &str, mut notify: File, stop: &AtomicBool, started: Instant) {
+    let url = format!("{base_url}{READY_PATH}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .http_status_as_error(false)
+        // The API is on loopback: an HTTP_PROXY in the container's environment must not apply.
+        .proxy(None)
+        .build()
+        .into();
+    let mut next_progress = started + PROGRESS_EVERY;
+    while !stop.load(Ordering::Relaxed) {
+        let outcome = match agent.get(&url).call() {
+            Ok(response) if response.status() == 200 => {
+                let _ = notify.write_all(b"R");
+                return;
+            }
+            Ok(response) => format!("HTTP {}", response.status().as_u16()),
+            Err(ureq::Error::Io(e)) => e.kind().to_string(),
+            Err(e) => e.to_string(),
+        };
+        let now = Instant::now();
+        if now >= next_progress && !stop.load(Ordering::Relaxed) {
+            tracing::info!(
+                "waiting for the WebUI API at {url}: {:.0} s elapsed, last answer: {outcome}",
+                now.duration_since(started).as_secs_f64()
+            );
+            next_progress += PROGRESS_EVERY;
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+}

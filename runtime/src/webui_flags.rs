@@ -1,1 +1,431 @@
-//! (being written)
+//! The WebUI's command line: the flag set the worker always passes (one definition, documented by
+//! `cargo xtask codegen` into docs/webui-flags.md), and the check of user-supplied extra flags
+//! against A1111's own flag catalog, because A1111 exits at once on a flag it does not know.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::cli::Config;
+
+/// A1111 v1.10's argparse definitions (flag, kind, default), copied from ../shared/a1111.
+const CATALOG_TSV: &str = include_str!("a1111-cmd-flags-v1.10.tsv");
+
+/// Where a flag's value comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum FlagValue {
+    /// A switch.
+    None,
+    /// A fixed value.
+    Fixed(&'static str),
+    /// A runtime setting (its env var name, for the docs) and how to read it from the config.
+    Setting(&'static str, fn(&Config) -> String),
+}
+
+/// When a flag is left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DroppedWhen {
+    Never,
+    /// The CUDA check found that A1111 would not use xformers on this GPU or image.
+    XformersUnusable,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WebuiFlag {
+    pub name: &'static str,
+    pub value: FlagValue,
+    pub why: &'static str,
+    pub dropped_when: DroppedWhen,
+}
+
+const fn flag(name: &'static str, why: &'static str) -> WebuiFlag {
+    WebuiFlag {
+        name,
+        value: FlagValue::None,
+        why,
+        dropped_when: DroppedWhen::Never,
+    }
+}
+
+const fn setting(
+    name: &'static str,
+    env: &'static str,
+    read: fn(&Config) -> String,
+    why: &'static str,
+) -> WebuiFlag {
+    WebuiFlag {
+        name,
+        value: FlagValue::Setting(env, read),
+        why,
+        dropped_when: DroppedWhen::Never,
+    }
+}
+
+/// The seed start.sh's flag set, in its order, plus `--server-name 127.0.0.1`.
+pub const FLAG_SET: &[WebuiFlag] = &[
+    WebuiFlag {
+        name: "--xformers",
+        value: FlagValue::None,
+        why: "Memory-efficient attention. A1111 v1.10 only uses xformers for compute capability \
+              6.0-9.0, so the flag is dropped where the CUDA check says it cannot be used \
+              (RTX 5090, B200) and `--opt-sdp-attention` takes over.",
+        dropped_when: DroppedWhen::XformersUnusable,
+    },
+    flag(
+        "--no-half-vae",
+        "Full-precision VAE: avoids black or NaN images from fp16 VAEs.",
+    ),
+    flag(
+        "--skip-python-version-check",
+        "The image pins its Python; the check would only print a warning at every start.",
+    ),
+    flag(
+        "--skip-torch-cuda-test",
+        "`worker-runtime cuda-check` already verified the GPU natively before the WebUI starts.",
+    ),
+    flag(
+        "--skip-install",
+        "Dependencies are installed when the image is built, never at start.",
+    ),
+    setting(
+        "--ckpt-dir",
+        "CKPT_DIR",
+        |c| c.ckpt_dir.display().to_string(),
+        "Checkpoints on the RunPod network volume.",
+    ),
+    setting(
+        "--lora-dir",
+        "LORA_DIR",
+        |c| c.lora_dir.display().to_string(),
+        "LoRAs on the network volume (flag of A1111's built-in Lora extension).",
+    ),
+    setting(
+        "--embeddings-dir",
+        "EMBEDDINGS_DIR",
+        |c| c.embeddings_dir.display().to_string(),
+        "Textual-inversion embeddings on the network volume.",
+    ),
+    setting(
+        "--ckpt",
+        "MODEL_PATH",
+        |c| c.model_path.display().to_string(),
+        "The checkpoint baked into the image, loaded at start.",
+    ),
+    flag(
+        "--opt-sdp-attention",
+        "PyTorch scaled-dot-product attention: used where xformers is not (A1111 prefers \
+         xformers when both apply).",
+    ),
+    flag(
+        "--disable-safe-unpickle",
+        "Loads .ckpt/.pt files without A1111's restricted unpickler: faster, but only safe with \
+         trusted models. The runtime logs a warning at every start.",
+    ),
+    setting(
+        "--port",
+        "WEBUI_PORT",
+        |c| c.webui_port.to_string(),
+        "Port of the API that the handler calls.",
+    ),
+    WebuiFlag {
+        name: "--server-name",
+        value: FlagValue::Fixed("127.0.0.1"),
+        why: "Binds the API to loopback: without it A1111 listens on every interface, and the \
+              API must stay inside the container.",
+        dropped_when: DroppedWhen::Never,
+    },
+    flag("--api", "Serves /sdapi/v1/*."),
+    flag(
+        "--nowebui",
+        "API only: no Gradio UI, faster start, less memory.",
+    ),
+    flag(
+        "--skip-version-check",
+        "No version look-ups at start: the image is pinned.",
+    ),
+    flag(
+        "--no-hashing",
+        "No SHA-256 of every checkpoint at start: large models load faster.",
+    ),
+    flag(
+        "--no-download-sd-model",
+        "Never download SD 1.5 when no checkpoint is found: a worker has no business fetching \
+         4 GB at start.",
+    ),
+];
+
+/// Flags the runtime owns: a user value would conflict with what the handler and readiness gate use.
+const OWNED: &[(&str, &str)] = &[
+    ("--port", "set WEBUI_PORT instead"),
+    (
+        "--server-name",
+        "the API stays on 127.0.0.1 inside the container",
+    ),
+    (
+        "--listen",
+        "the API stays on 127.0.0.1 inside the container",
+    ),
+];
+
+/// The flag set for this configuration, with the CUDA verdict applied.
+pub fn base_args(config: &Config, xformers_usable: bool) -> Vec<String> {
+    let mut args = Vec::new();
+    for f in FLAG_SET {
+        if f.dropped_when == DroppedWhen::XformersUnusable && !xformers_usable {
+            continue;
+        }
+        args.push(f.name.to_string());
+        match f.value {
+            FlagValue::None => {}
+            FlagValue::Fixed(v) => args.push(v.to_string()),
+            FlagValue::Setting(_, read) => args.push(read(config)),
+        }
+    }
+    args
+}
+
+/// What A1111's parser expects after a flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arity {
+    Switch,
+    One {
+        int: bool,
+        choices: Option<Vec<String>>,
+    },
+    OneOrMore,
+}
+
+/// A1111's flag catalog: flag name to what follows it.
+pub fn catalog() -> &'static BTreeMap<String, Arity> {
+    static CATALOG: OnceLock<BTreeMap<String, Arity>> = OnceLock::new();
+    CATALOG.get_or_init(|| {
+        CATALOG_TSV
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let mut cols = line.split('\t');
+                let name = cols.next()?.trim();
+                let kind = cols.next()?.trim();
+                Some((name.to_string(), arity_of(kind)))
+            })
+            .collect()
+    })
+}
+
+fn arity_of(kind: &str) -> Arity {
+    if kind.starts_with("store_") {
+        Arity::Switch
+    } else if kind.contains("nargs=+") {
+        Arity::OneOrMore
+    } else {
+        let choices = kind
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix("choices="))
+            .map(|c| c.split('|').map(str::to_string).collect());
+        Arity::One {
+            int: kind.starts_with("int"),
+            choices,
+        }
+    }
+}
+
+/// A user-supplied WebUI flag that A1111 would reject, or that would break the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagError {
+    /// Where the words came from: WEBUI_EXTRA_ARGS or COMMANDLINE_ARGS.
+    pub source: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for FlagError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)
+    }
+}
+
+impl std::error::Error for FlagError {}
+
+/// Splits `words` like a POSIX shell (no shell runs) and checks every flag against the catalog.
+pub fn parse_extra_args(source: &'static str, words: &str) -> Result<Vec<String>, FlagError> {
+    let err = |message: String| FlagError { source, message };
+    let args = shell_words::split(words).map_err(|e| {
+        err(format!(
+            "cannot split {words:?} into words ({e}); check the quotes"
+        ))
+    })?;
+    let catalog = catalog();
+    let mut i = 0;
+    while i < args.len() {
+        let word = &args[i];
+        i += 1;
+        if !word.starts_with('-') || word == "-" || word == "--" {
+            return Err(err(format!(
+                "unexpected word {word:?}: WebUI flags start with --, and a value follows its flag"
+            )));
+        }
+        let (name, inline) = match word.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (word.as_str(), None),
+        };
+        if let Some((_, fix)) = OWNED.iter().find(|(owned, _)| *owned == name) {
+            return Err(err(format!("{name} is set by worker-runtime: {fix}")));
+        }
+        let Some(arity) = catalog.get(name) else {
+            return Err(err(unknown_flag_message(name)));
+        };
+        match arity {
+            Arity::Switch => {
+                if inline.is_some() {
+                    return Err(err(format!("{name} is a switch and takes no value")));
+                }
+            }
+            Arity::One { int, choices } => {
+                let value = match inline {
+                    Some(v) => v,
+                    None => match args.get(i) {
+                        Some(v) if !v.starts_with("--") => {
+                            i += 1;
+                            v.clone()
+                        }
+                        _ => return Err(err(format!("{name} needs a value"))),
+                    },
+                };
+                if *int && value.parse::<i64>().is_err() {
+                    return Err(err(format!("{name} needs an integer, not {value:?}")));
+                }
+                if let Some(choices) = choices {
+                    if !choices.contains(&value) {
+                        return Err(err(format!(
+                            "{name} must be one of {}, not {value:?}",
+                            choices.join(", ")
+                        )));
+                    }
+                }
+            }
+            Arity::OneOrMore => {
+                let mut count = usize::from(inline.is_some());
+                while args.get(i).is_some_and(|v| !v.starts_with('-')) {
+                    i += 1;
+                    count += 1;
+                }
+                if count == 0 {
+                    return Err(err(format!("{name} needs at least one value")));
+                }
+            }
+        }
+    }
+    Ok(args)
+}
+
+fn unknown_flag_message(name: &str) -> String {
+    let closest = catalog()
+        .keys()
+        .map(|known| (strsim::levenshtein(name, known), known))
+        .min()
+        .filter(|(distance, _)| *distance <= 3);
+    match closest {
+        Some((_, known)) => format!(
+            "unknown WebUI flag {name} (A1111 v1.10 would exit at start); did you mean {known}?"
+        ),
+        None => format!(
+            "unknown WebUI flag {name} (A1111 v1.10 would exit at start); see \
+             runtime/src/a1111-cmd-flags-v1.10.tsv for the flags it accepts"
+        ),
+    }
+}
+
+/// docs/webui-flags.md, generated by `cargo xtask codegen` from [`FLAG_SET`].
+pub fn markdown_doc() -> String {
+    let mut out = String::from(
+        "# The WebUI flag set\n\n\
+         <!-- Generated by `cargo xtask codegen` from runtime/src/webui_flags.rs: do not edit. -->\n\n\
+         `worker-runtime` starts the WebUI as `<WEBUI_PYTHON> <WEBUI_DIR>/webui.py` with these flags, \
+         in this order, then the words of `WEBUI_EXTRA_ARGS`. `worker-runtime webui-args` prints \
+         the exact command line. Extra flags (and `COMMANDLINE_ARGS`, which A1111 appends itself) \
+         are checked against A1111 v1.10's flag catalog before anything starts; `--port`, \
+         `--server-name` and `--listen` belong to the runtime.\n\n\
+         | Flag | Value | Why | Dropped when |\n|---|---|---|---|\n",
+    );
+    for f in FLAG_SET {
+        let value = match f.value {
+            FlagValue::None => String::new(),
+            FlagValue::Fixed(v) => format!("`{v}`"),
+            FlagValue::Setting(env, _) => format!("`${env}`"),
+        };
+        let dropped = match f.dropped_when {
+            DroppedWhen::Never => "never",
+            DroppedWhen::XformersUnusable => "the CUDA check finds xformers unusable",
+        };
+        out.push_str(&format!(
+            "| `{}` | {value} | {} | {dropped} |\n",
+            f.name, f.why
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config() -> Config {
+        crate::cli::Cli::parse_from(["worker-runtime"]).config
+    }
+
+    #[test]
+    fn every_flag_the_runtime_emits_is_in_the_a1111_catalog() {
+        for f in FLAG_SET {
+            let arity = catalog().get(f.name);
+            assert!(arity.is_some(), "{} is not an A1111 v1.10 flag", f.name);
+            let takes_value = !matches!(f.value, FlagValue::None);
+            assert_eq!(
+                takes_value,
+                arity != Some(&Arity::Switch),
+                "{} arity",
+                f.name
+            );
+        }
+    }
+
+    #[test]
+    fn seed_flags_with_port_and_loopback() {
+        let args = base_args(&config(), true);
+        let joined = args.join(" ");
+        assert!(joined.starts_with("--xformers --no-half-vae"), "{joined}");
+        assert!(joined.contains("--ckpt /model.safetensors"));
+        assert!(joined.contains("--port 3000 --server-name 127.0.0.1"));
+        assert!(joined.ends_with("--no-download-sd-model"));
+        assert!(!base_args(&config(), false).contains(&"--xformers".to_string()));
+        assert!(base_args(&config(), false).contains(&"--opt-sdp-attention".to_string()));
+    }
+
+    #[test]
+    fn extra_args_are_split_like_a_shell_and_checked() {
+        let ok = parse_extra_args("WEBUI_EXTRA_ARGS", "--medvram --precision full --max-batch-count=4 --use-cpu all interrogate --styles-file 'my styles.csv'");
+        assert_eq!(ok.map(|a| a.len()), Ok(10));
+        let bad = |s: &str| parse_extra_args("WEBUI_EXTRA_ARGS", s).unwrap_err().message;
+        assert!(bad("--xformer").contains("did you mean --xformers?"));
+        assert!(bad("--no-such-flag-at-all-here").contains("unknown WebUI flag"));
+        assert!(bad("--port 7860").contains("set WEBUI_PORT"));
+        assert!(bad("--listen").contains("127.0.0.1"));
+        assert!(bad("--max-batch-count x").contains("integer"));
+        assert!(bad("--precision double").contains("one of full, half, autocast"));
+        assert!(bad("--ckpt-dir").contains("needs a value"));
+        assert!(bad("--api=1").contains("takes no value"));
+        assert!(bad("medvram").contains("unexpected word"));
+        assert!(bad("--ckpt 'unclosed").contains("quotes"));
+    }
+
+    #[test]
+    fn the_catalog_is_complete() {
+        assert_eq!(catalog().len(), CATALOG_TSV.lines().count() - 1);
+        assert_eq!(
+            catalog().get("--lora-dir"),
+            Some(&Arity::One {
+                int: false,
+                choices: None
+            })
+        );
+    }
+}
