@@ -403,7 +403,7 @@ mod tests {
     #[test]
     fn extra_args_are_split_like_a_shell_and_checked() {
         let ok = parse_extra_args("WEBUI_EXTRA_ARGS", "--medvram --precision full --max-batch-count=4 --use-cpu all interrogate --styles-file 'my styles.csv'");
-        assert_eq!(ok.map(|a| a.len()), Ok(10));
+        assert_eq!(ok.map(|a| a.len()), Ok(9));
         let bad = |s: &str| parse_extra_args("WEBUI_EXTRA_ARGS", s).unwrap_err().message;
         assert!(bad("--xformer").contains("did you mean --xformers?"));
         assert!(bad("--no-such-flag-at-all-here").contains("unknown WebUI flag"));
