@@ -261,7 +261,7 @@ impl Lifecycle<'_> {
                      stopping",
                     self.config.webui_ready_timeout.as_secs_f64()
                 );
-                return self.fail_before_ready(gate, exit_code::READY_TIMEOUT);
+                return self.fail_before_ready(gate, exit_code::READY_TIMEOUT, true);
             }
             Event::Exited(Role::Webui, status) => {
                 error!(
@@ -269,7 +269,7 @@ impl Lifecycle<'_> {
                      output above",
                     started.elapsed().as_secs_f64()
                 );
-                return self.fail_before_ready(gate, exit_code::WEBUI_EXITED_BEFORE_READY);
+                return self.fail_before_ready(gate, exit_code::WEBUI_EXITED_BEFORE_READY, true);
             }
             Event::Exited(Role::Handler, status) => {
                 warn!("the RunPod handler exited before the WebUI API was ready ({status})");
@@ -278,7 +278,7 @@ impl Lifecycle<'_> {
             }
             Event::Stop(signal) => {
                 info!("received {signal} before the WebUI API was ready: stopping");
-                return self.fail_before_ready(gate, exit_code::from_signal(signal as i32));
+                return self.fail_before_ready(gate, exit_code::from_signal(signal as i32), false);
             }
         }
         info!(
@@ -360,9 +360,16 @@ impl Lifecycle<'_> {
         Ok(gate_pipe.map(|(_, write)| File::from(write)))
     }
 
-    /// Closing the gate unwritten tells a waiting handler to exit; then everything stops.
-    fn fail_before_ready(&mut self, gate: Option<File>, code: u8) -> u8 {
+    /// Closing the gate unwritten tells a waiting handler to exit; it gets the grace period to
+    /// do so on its own (it may still be importing), then SIGTERM. A stop signal skips the wait:
+    /// the user asked to stop now.
+    fn fail_before_ready(&mut self, gate: Option<File>, code: u8, wait_for_exit: bool) -> u8 {
+        let gated = gate.is_some();
         drop(gate);
+        if gated && wait_for_exit {
+            let deadline = Instant::now() + self.config.shutdown_grace;
+            self.supervisor.wait_until(Role::Handler, deadline);
+        }
         self.supervisor
             .stop(Role::Handler, self.config.shutdown_grace);
         self.shutdown(code)

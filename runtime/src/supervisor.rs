@@ -276,7 +276,7 @@ impl Supervisor {
 
     /// Waits for the role's leader until `until`; a stop signal meanwhile forces.
     /// Returns whether it exited.
-    fn wait_for(&mut self, role: Role, until: Instant) -> bool {
+    pub fn wait_until(&mut self, role: Role, until: Instant) -> bool {
         while self.is_running(role) && !self.forced {
             match self.next(Some(until)) {
                 Event::Deadline => break,
@@ -297,7 +297,7 @@ impl Supervisor {
         }
         if !self.forced {
             self.signal_group(role, Signal::SIGTERM);
-            if self.wait_for(role, Instant::now() + grace) {
+            if self.wait_until(role, Instant::now() + grace) {
                 return;
             }
             if !self.forced {
@@ -308,7 +308,7 @@ impl Supervisor {
             }
         }
         self.signal_group(role, Signal::SIGKILL);
-        self.wait_for(role, Instant::now() + KILL_WAIT_LIMIT);
+        self.wait_until(role, Instant::now() + KILL_WAIT_LIMIT);
     }
 
     /// Waits for the role to exit on its own; a stop signal meanwhile escalates to SIGKILL.

@@ -1,0 +1,287 @@
+//! Test support: runs the real `worker-runtime` binary against fake WebUI and handler scripts
+//! (Python, written into a temporary directory) and observes what a user would: exit status,
+//! log lines, and which processes exist.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+const FAKE_WEBUI: &str = include_str!("fake_webui.py");
+const FAKE_HANDLER: &str = include_str!("fake_handler.py");
+
+/// Generous: these bound a hang, they do not measure speed.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn runtime_bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("worker-runtime")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A temporary WebUI checkout and handler, and the launcher's environment pointing at them.
+pub struct Fixture {
+    pub dir: TempDir,
+    pub port: u16,
+    envs: Vec<(String, String)>,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let webui_dir = dir.path().join("webui");
+        fs::create_dir_all(&webui_dir).expect("webui dir");
+        fs::create_dir_all(dir.path().join("records")).expect("records dir");
+        fs::write(webui_dir.join("webui.py"), FAKE_WEBUI).expect("write webui.py");
+        fs::write(dir.path().join("handler.py"), FAKE_HANDLER).expect("write handler.py");
+        let port = free_port();
+        let path = |p: &str| dir.path().join(p).display().to_string();
+        let envs = vec![
+            ("WEBUI_DIR".into(), path("webui")),
+            ("HANDLER_PATH".into(), path("handler.py")),
+            ("WEBUI_PYTHON".into(), "python3".into()),
+            ("HANDLER_PYTHON".into(), "python3".into()),
+            ("WEBUI_PORT".into(), port.to_string()),
+            ("CUDA_CHECK".into(), "off".into()),
+            ("SHUTDOWN_GRACE".into(), "3".into()),
+            ("WEBUI_READY_TIMEOUT".into(), "30".into()),
+            ("MODEL_PATH".into(), path("model.safetensors")),
+            ("CKPT_DIR".into(), path("volume/checkpoints")),
+            ("LORA_DIR".into(), path("volume/loras")),
+            ("EMBEDDINGS_DIR".into(), path("volume/embeddings")),
+            ("FAKE_PID_DIR".into(), path("records")),
+            ("RUST_LOG".into(), "info".into()),
+        ];
+        Fixture { dir, port, envs }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Fixture {
+        self.envs.retain(|(k, _)| k != key);
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn without_env(mut self, key: &str) -> Fixture {
+        self.envs.retain(|(k, _)| k != key);
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(runtime_bin());
+        // Only what the test sets: the developer's own settings must not leak in.
+        for key in [
+            "LD_PRELOAD",
+            "NO_TCMALLOC",
+            "WEBUI_EXTRA_ARGS",
+            "COMMANDLINE_ARGS",
+            "HANDLER_ARGS",
+            "HANDLER_START",
+            "WORKER_RUNTIME_TCMALLOC",
+        ] {
+            command.env_remove(key);
+        }
+        command.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Runs to completion; returns (exit code, all output lines).
+    pub fn run(&self) -> (i32, Vec<String>) {
+        self.spawn().wait()
+    }
+
+    pub fn spawn(&self) -> Running {
+        let mut command = self.command();
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("worker-runtime starts");
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let readers = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|stream| {
+            let lines = Arc::clone(&lines);
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let (store, signal) = &*lines;
+                    store.lock().expect("lines").push(line);
+                    signal.notify_all();
+                }
+            })
+        })
+        .collect();
+        Running {
+            child,
+            lines,
+            readers,
+        }
+    }
+
+    pub fn record(&self, name: &str) -> Option<String> {
+        fs::read_to_string(self.dir.path().join("records").join(name)).ok()
+    }
+
+    /// Waits until a fake process has written its record.
+    pub fn wait_for_record(&self, name: &str) -> bool {
+        let deadline = Instant::now() + PATIENCE;
+        while self.record(name).is_none() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    pub fn recorded_pid(&self, name: &str) -> Option<Pid> {
+        self.record(name)?.trim().parse().ok().map(Pid::from_raw)
+    }
+}
+
+pub struct Running {
+    pub child: Child,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Waits until a line containing `needle` has been printed.
+    pub fn wait_for_line(&self, needle: &str) -> bool {
+        let (store, signal) = &*self.lines;
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = store.lock().expect("lines");
+        loop {
+            if lines.iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            lines = signal.wait_timeout(lines, left).expect("lines").0;
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.0.lock().expect("lines").clone()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("signal worker-runtime");
+    }
+
+    /// Waits for exit (killing it after PATIENCE, which fails the test); returns the exit code
+    /// (128+n for a signal) and every line.
+    pub fn wait(mut self) -> (i32, Vec<String>) {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "worker-runtime did not exit within {PATIENCE:?}:\n{}",
+                    self.lines().join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        (code, self.lines())
+    }
+}
+
+/// Whether `pid` is a live process (zombies count as gone: they run nothing).
+pub fn alive(pid: Pid) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Zombie children of `parent`: processes it has not reaped.
+pub fn zombies_of(parent: Pid) -> Vec<Pid> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (
+            fields.next(),
+            fields.next().and_then(|p| p.parse::<i32>().ok()),
+        );
+        if state == Some("Z") && ppid == Some(parent.as_raw()) {
+            found.push(Pid::from_raw(pid));
+        }
+    }
+    found
+}
+
+/// Index of the first line containing `needle`, for order assertions.
+pub fn position(lines: &[String], needle: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line contains {needle:?}:\n{}", lines.join("\n")))
+}
+
+pub fn has_line(lines: &[String], needle: &str) -> bool {
+    lines.iter().any(|l| l.contains(needle))
+}
+
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+}
