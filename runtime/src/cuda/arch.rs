@@ -235,8 +235,9 @@ mod tests {
     #[test]
     fn device_table_against_real_arch_lists() {
         use Coverage::Missing;
-        let rows: &[((u32, u32), &str, &[&str], Coverage)] = &[
-            // (capability, device, arch list, expected)
+        // (capability, device, arch list, expected)
+        type Row = ((u32, u32), &'static str, &'static [&'static str], Coverage);
+        let rows: &[Row] = &[
             ((7, 5), "T4", TORCH_2_1_CU121, native("sm_75")),
             ((8, 0), "A100", TORCH_2_1_CU121, native("sm_80")),
             ((8, 6), "A10 / RTX 3090", TORCH_2_1_CU121, native("sm_86")),
@@ -277,7 +278,10 @@ mod tests {
     #[test]
     fn torch_entries_parse_major_from_all_but_the_last_digit() {
         let e = parse_torch_entry("sm_120").unwrap();
-        assert_eq!((e.kind, e.capability), (CodeKind::Sass, Capability::new(12, 0)));
+        assert_eq!(
+            (e.kind, e.capability),
+            (CodeKind::Sass, Capability::new(12, 0))
+        );
         let e = parse_torch_entry("sm_103").unwrap();
         assert_eq!(e.capability, Capability::new(10, 3));
         let e = parse_torch_entry("compute_90a").unwrap();
@@ -295,10 +299,7 @@ mod tests {
     #[test]
     fn family_code_stays_within_its_major_version() {
         let list = parse_torch_list(&["sm_100f"]);
-        assert_eq!(
-            coverage(Capability::new(10, 3), &list),
-            native("sm_100f")
-        );
+        assert_eq!(coverage(Capability::new(10, 3), &list), native("sm_100f"));
         assert_eq!(coverage(Capability::new(12, 0), &list), Coverage::Missing);
     }
 
@@ -328,10 +329,7 @@ mod tests {
         );
         assert_eq!(coverage(Capability::new(8, 6), &list), native("sm_80"));
         assert_eq!(coverage(Capability::new(9, 0), &list), native("sm_90a"));
-        assert_eq!(
-            coverage(Capability::new(12, 0), &list),
-            ptx("compute_80")
-        );
+        assert_eq!(coverage(Capability::new(12, 0), &list), ptx("compute_80"));
         assert!(parse_cuda_arch_list("").is_empty());
         assert!(parse_cuda_arch_list("garbage;;8").is_empty());
         assert_eq!(
