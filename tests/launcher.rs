@@ -437,6 +437,22 @@ fn missing_webui_py_and_unknown_commandline_args_are_rejected() {
 }
 
 #[test]
+fn a_port_already_in_use_is_refused_before_the_probe_could_be_fooled() {
+    let fixture = Fixture::new();
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", fixture.port)).expect("bind");
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 78, "{}", lines.join("\n"));
+    assert!(has_line(
+        &lines,
+        &format!(
+            "WEBUI_PORT={}: 127.0.0.1:{} is not free",
+            fixture.port, fixture.port
+        )
+    ));
+    assert_eq!(fixture.record("webui.pid"), None);
+}
+
+#[test]
 fn webui_args_prints_the_exact_command_line() {
     let fixture = Fixture::new().env("WEBUI_EXTRA_ARGS", "--styles-file 'my styles.csv'");
     let output = fixture.command().arg("webui-args").output().expect("runs");

@@ -123,6 +123,16 @@ fn find_python(setting: &str, chosen: Option<&str>) -> Result<PathBuf, String> {
     }
 }
 
+/// Another server on the port would answer the readiness probe in the WebUI's place.
+fn port_is_free(config: &Config) -> Result<(), String> {
+    let port = config.webui_port;
+    std::net::TcpListener::bind(("127.0.0.1", port)).map(drop).map_err(|e| {
+        format!(
+            "WEBUI_PORT={port}: 127.0.0.1:{port} is not free ({e}); stop what uses it or choose another port"
+        )
+    })
+}
+
 /// `worker-runtime webui-args`.
 pub fn print_webui_command(config: &Config) -> ExitCode {
     let plan = match Plan::from_config(config) {
@@ -152,7 +162,8 @@ pub fn run(config: &Config, tcmalloc: TcmallocStatus) -> ExitCode {
             return ExitCode::from(exit_code::SPAWN_FAILED);
         }
     };
-    let plan = match Plan::from_config(config) {
+    let plan = match Plan::from_config(config).and_then(|plan| port_is_free(config).map(|()| plan))
+    {
         Ok(plan) => plan,
         Err(message) => {
             error!("{message}");
