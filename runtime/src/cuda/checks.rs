@@ -546,8 +546,16 @@ fn check_xformers(gpu0: Option<&DeviceInfo>, facts: &FactsState) -> (Check, bool
         }
     };
     let torch_version = f.torch.as_ref().map(|t| t.version.as_str());
+    // PyTorch's wheel index names CUDA flavours cuXYZ: "12.8" -> cu128.
+    let flavour = f
+        .torch
+        .as_ref()
+        .and_then(|t| t.cuda.as_deref())
+        .and_then(parse_cuda)
+        .map(|(major, minor)| format!("cu{major}{minor}"))
+        .unwrap_or_else(|| "cuXYZ".into());
     let matching_wheel = format!(
-        "install the xformers wheel built for torch {} (pip install xformers --index-url https://download.pytorch.org/whl/<cuXYZ>)",
+        "install the xformers wheel built for torch {} (pip install xformers --index-url https://download.pytorch.org/whl/{flavour})",
         torch_version.unwrap_or("<the image's version>")
     );
     let Some(x) = &f.xformers else {
@@ -792,6 +800,11 @@ mod tests {
         let o = run(&p, &facts("2.7.0+cu128", "12.8", &["sm_90"], None));
         assert_eq!(o.checks[5].status, Status::Warn);
         assert!(o.checks[5].reason.contains("not in the image"));
+        assert!(o.checks[5]
+            .hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("whl/cu128"));
     }
 
     #[test]

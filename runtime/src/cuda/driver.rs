@@ -447,11 +447,41 @@ pub fn loaded_library_path() -> Option<String> {
         .map(str::to_string)
 }
 
-/// The kernel module's version ("580.159"), when the container can see /proc/driver/nvidia.
+/// The kernel module's version ("580.159.04"), when the container can see /proc/driver/nvidia.
 pub fn kernel_module_version() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
-    // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159  Thu ..."
+    parse_kernel_module_version(&std::fs::read_to_string("/proc/driver/nvidia/version").ok()?)
+}
+
+/// The first version-looking word of the NVRM line; the proprietary and the open kernel modules
+/// word that line differently ("Kernel Module  535.129.03" vs "Open Kernel Module for x86_64
+/// 580.159.04").
+fn parse_kernel_module_version(text: &str) -> Option<String> {
     let line = text.lines().find(|l| l.starts_with("NVRM version"))?;
-    let after = line.split("Kernel Module").nth(1)?;
-    after.split_whitespace().next().map(str::to_string)
+    line.split_whitespace()
+        .find(|w| {
+            w.starts_with(|c: char| c.is_ascii_digit())
+                && w.contains('.')
+                && w.chars().all(|c| c.is_ascii_digit() || c == '.')
+        })
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_module_version_from_both_module_flavours() {
+        let proprietary = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.129.03  Thu Oct 19 18:56:32 UTC 2023\nGCC version:  gcc version 12.2.0\n";
+        let open = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  (dvs-builder@U22)  Tue Jun  3 2025\n";
+        assert_eq!(
+            parse_kernel_module_version(proprietary).as_deref(),
+            Some("535.129.03")
+        );
+        assert_eq!(
+            parse_kernel_module_version(open).as_deref(),
+            Some("580.159.04")
+        );
+        assert_eq!(parse_kernel_module_version("nothing"), None);
+    }
 }
