@@ -1,0 +1,220 @@
+"""Shared helpers: start the demo WebUI and the handler as real processes, read PNGs back.
+
+Every process is started in its own session and killed (whole group) when its test ends, so a
+failing test leaves nothing behind. Ports come from the kernel (port 0), so the suite can run in
+parallel (pytest -n auto).
+"""
+
+import base64
+import importlib.util
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+import pytest
+
+DOCKER_DIR = Path(__file__).resolve().parents[1]
+REPO_ROOT = DOCKER_DIR.parent
+DEMO_DIR = DOCKER_DIR / "demo-webui"
+DEMO_WEBUI = DEMO_DIR / "webui.py"
+HANDLER = DOCKER_DIR / "handler.py"
+FLAG_CATALOG = REPO_ROOT / "runtime" / "src" / "a1111-cmd-flags-v1.10.tsv"
+# The venv running pytest has runpod installed: the handler runs with the same interpreter.
+PYTHON = sys.executable
+# The seed's WebUI flags (what worker-runtime passes), minus the paths the tests choose.
+SEED_FLAGS = ["--xformers", "--no-half-vae", "--skip-python-version-check",
+              "--skip-torch-cuda-test", "--skip-install", "--opt-sdp-attention",
+              "--disable-safe-unpickle", "--api", "--nowebui", "--skip-version-check",
+              "--no-hashing", "--no-download-sd-model"]
+
+
+def load_module(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port():
+    """A port nothing listens on right now (for servers that cannot be told to take port 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Process:
+    """A child process whose output (stdout and stderr merged) is collected line by line."""
+
+    def __init__(self, argv, env=None, cwd=None, pass_fds=()):
+        full_env = dict(os.environ)
+        for key, value in (env or {}).items():
+            # None removes a variable the test runner's environment may hold.
+            if value is None:
+                full_env.pop(key, None)
+            else:
+                full_env[key] = value
+        self.lines = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, start_new_session=True, pass_fds=pass_fds,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def output(self):
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait_for_line(self, needle, timeout=20):
+        """The first line containing `needle`; fails the test on timeout or early exit."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if needle in line:
+                        return line
+                if self.proc.poll() is not None and not self._reader.is_alive():
+                    pytest.fail(f"process exited ({self.proc.returncode}) before printing "
+                                f"{needle!r}:\n{self.output}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"no line with {needle!r} within {timeout}s:\n{self.output}")
+                self._cond.wait(min(left, 0.2))
+
+    def wait(self, timeout=30):
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"process did not exit within {timeout}s:\n{self.output}")
+        self._reader.join(5)
+        return code
+
+    def signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+@pytest.fixture
+def spawn():
+    """spawn(argv, env=..., cwd=...) -> Process; every process is killed when the test ends."""
+    started = []
+
+    def start(argv, **kwargs):
+        process = Process(argv, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+class Demo:
+    def __init__(self, process, port):
+        self.process = process
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+
+def start_demo(spawn, args=(), env=None, port=0):
+    """The demo WebUI as worker-runtime starts it (cwd = its folder), once it listens."""
+    process = spawn([PYTHON, str(DEMO_WEBUI), *SEED_FLAGS, "--server-name", "127.0.0.1",
+                     "--port", str(port), *args], env=env, cwd=str(DEMO_DIR))
+    line = process.wait_for_line("Uvicorn running on")
+    bound = int(line.split("http://127.0.0.1:")[1].split()[0])
+    return Demo(process, bound)
+
+
+@pytest.fixture
+def demo(spawn):
+    return start_demo(spawn, env={"DEMO_WEBUI_ACCESS_LOG": "0"})
+
+
+@pytest.fixture(scope="module")
+def shared_demo():
+    """One demo WebUI for a module's tests that only read from it."""
+    started = []
+
+    def spawn_once(argv, **kwargs):
+        process = Process(argv, **kwargs)
+        started.append(process)
+        return process
+
+    yield start_demo(spawn_once, env={"DEMO_WEBUI_ACCESS_LOG": "0"})
+    for process in started:
+        process.kill()
+
+
+def http(method, url, body=None, timeout=30):
+    """(status, decoded JSON or text) for one request; never raises on 4xx/5xx."""
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+def read_png(data):
+    """(width, height, text chunks) of a PNG, checking what a decoder would: signature, CRCs,
+    that IHDR is 8-bit RGB, and that the pixel data inflates to exactly height rows of width."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
+    pos, chunks = 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert zlib.crc32(kind + body) & 0xFFFFFFFF == crc, f"bad CRC in {kind!r}"
+        chunks.append((kind, body))
+        pos += 12 + length
+    assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND"
+    width, height, depth, colour, _, _, _ = struct.unpack(">IIBBBBB", chunks[0][1])
+    assert (depth, colour) == (8, 2), "expected 8-bit RGB"
+    pixels = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+    assert len(pixels) == height * (1 + 3 * width)
+    texts = {}
+    for kind, body in chunks:
+        if kind == b"tEXt":
+            key, value = body.split(b"\0", 1)
+            texts[key.decode("latin-1")] = value.decode("latin-1")
+    return width, height, texts
+
+
+def decode_png_b64(text):
+    return read_png(base64.b64decode(text))
