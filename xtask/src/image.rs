@@ -1,8 +1,205 @@
-//! `cargo xtask image` (issue 5).
+//! `cargo xtask image`: builds the worker's Docker image (issue 5).
+//!
+//! Two Dockerfiles, two images. docker/Dockerfile.webui is the WebUI image (CUDA base, torch, A1111:
+//! gigabytes, rebuilt rarely); docker/Dockerfile.worker adds the worker layer (worker-runtime, the
+//! handler: megabytes) FROM it, or FROM any image given with `--webui-image`. Two files rather than
+//! one multi-stage file: the legacy builder (what a docker CLI without buildx uses, as on our build
+//! machines) builds every stage before the target, so `--webui-image` could not skip the CUDA stage.
+//!
+//! Every pin lives in docker/versions.env; each entry goes as `--build-arg` to the Dockerfile that
+//! declares it, and the Dockerfiles record them as labels, which this command prints back.
+
+mod plan;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use xshell::Shell;
+
+use plan::{DockerBuild, Plan};
 
 #[derive(clap::Args)]
-pub struct ImageArgs {}
+pub struct ImageArgs {
+    /// Tag of the worker image. The WebUI image is tagged <name>-webui:<tag>.
+    #[arg(long, default_value = "sd-worker:latest")]
+    pub tag: String,
 
-pub fn run(_args: ImageArgs) -> anyhow::Result<()> {
-    anyhow::bail!("cargo xtask image is not written yet")
+    /// Add the worker layer to this image (it needs Python and a WebUI) instead of building
+    /// docker/Dockerfile.webui.
+    #[arg(long, value_name = "IMG")]
+    pub webui_image: Option<String>,
+
+    /// A build argument for the Dockerfile(s) that declare it, e.g. MODEL_URL=https://...;
+    /// overrides docker/versions.env. Repeatable.
+    #[arg(long = "build-arg", value_name = "K=V", value_parser = plan::parse_build_arg)]
+    pub build_args: Vec<(String, String)>,
+
+    /// Put this worker-runtime binary in the image instead of building one
+    /// (`cargo build --release -p runtime`).
+    #[arg(long, value_name = "PATH")]
+    pub runtime_bin: Option<PathBuf>,
+
+    /// Print every command and the Dockerfiles it would use, and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn run(args: ImageArgs) -> Result<()> {
+    let root = crate::project_root();
+    let plan = Plan::new(&root, &args)?;
+    if args.dry_run {
+        print!("{}", plan.dry_run_text(&root)?);
+        return Ok(());
+    }
+    build(&root, &plan)
+}
+
+/// Placeholder names the dry run prints for the temporary build contexts.
+const WEBUI_CONTEXT: &str = "$WEBUI_CONTEXT";
+const WORKER_CONTEXT: &str = "$WORKER_CONTEXT";
+
+fn build(root: &Path, plan: &Plan) -> Result<()> {
+    let sh = Shell::new()?;
+    sh.change_dir(root);
+    check_engine(&sh)?;
+    // Before the builds, which can take long: a missing handler.py should not surface an hour in.
+    let missing: Vec<String> = plan
+        .webui
+        .iter()
+        .chain([&plan.worker])
+        .flat_map(|build| &build.files)
+        .filter(|file| plan.is_missing(root, file))
+        .map(|file| file.source.display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        bail!("missing from the build context: {}", missing.join(", "));
+    }
+
+    let mut timings: Vec<(&str, Duration)> = Vec::new();
+    if plan.build_runtime {
+        let started = Instant::now();
+        plan.cargo_build(&sh).run()?;
+        timings.push(("worker-runtime (cargo, release)", started.elapsed()));
+    }
+    if !plan.runtime_bin.is_file() {
+        bail!(
+            "{} does not exist: build it with `cargo build --release -p runtime`",
+            plan.runtime_bin.display()
+        );
+    }
+
+    if let Some(webui) = &plan.webui {
+        let started = Instant::now();
+        run_docker_build(&sh, root, webui)?;
+        timings.push(("WebUI image (docker build)", started.elapsed()));
+    }
+    let started = Instant::now();
+    run_docker_build(&sh, root, &plan.worker)?;
+    timings.push(("worker layer (docker build)", started.elapsed()));
+
+    report(&sh, plan, &timings)
+}
+
+/// Stages the build's context in a temporary directory (only the files it needs, so the context sent
+/// to the engine is small and nothing else can invalidate its cache) and runs `docker build`.
+fn run_docker_build(sh: &Shell, root: &Path, build: &DockerBuild) -> Result<()> {
+    let context = tempfile::Builder::new()
+        .prefix("sd-worker-image-")
+        .tempdir()
+        .context("cannot create a temporary build context")?;
+    for file in &build.files {
+        let source = root.join(&file.source);
+        let dest = context.path().join(&file.dest);
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::copy(&source, &dest).with_context(|| {
+            format!(
+                "cannot copy {} into the build context (is it missing?)",
+                source.display()
+            )
+        })?;
+        set_mode(&dest, file.mode)?;
+    }
+    build.command(sh, context.path()).run()?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // Explicit modes: the layer's content (and its cache key) must not depend on the host's umask.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> Result<()> {
+    Ok(())
+}
+
+/// Fails in one line, saying how to get an engine, when no Docker engine answers.
+fn check_engine(sh: &Shell) -> Result<()> {
+    let answer = plan::engine_check(sh).quiet().ignore_status().output();
+    let reason = match answer {
+        Ok(out) if out.status.success() && !out.stdout.trim_ascii().is_empty() => return Ok(()),
+        Ok(out) => String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no answer")
+            .trim()
+            .to_string(),
+        Err(_) => "the docker command is not installed".to_string(),
+    };
+    bail!(
+        "no Docker engine: {reason}. Get one with `bash .ci/ensure-docker.sh` (installs docker.io and \
+         starts dockerd without a bridge network, as CI does), or start your own Docker"
+    )
+}
+
+fn report(sh: &Shell, plan: &Plan, timings: &[(&str, Duration)]) -> Result<()> {
+    let tag = &plan.worker.tag;
+    let size = image_size(sh, tag)?;
+    let base_size = image_size(sh, &plan.webui_image)?;
+    let labels = plan::image_labels(sh, tag).quiet().read()?;
+    let labels: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&labels).unwrap_or_default();
+
+    println!();
+    println!("image         {tag}");
+    println!(
+        "size          {} (worker layer {} on {}, {})",
+        plan::human_size(size),
+        plan::human_size(size.saturating_sub(base_size)),
+        plan.webui_image,
+        plan::human_size(base_size)
+    );
+    for (what, took) in timings {
+        println!("built         {what} in {:.1} s", took.as_secs_f64());
+    }
+    println!("versions (image labels)");
+    let mut pins: Vec<_> = labels
+        .iter()
+        .filter(|(k, _)| k.starts_with(plan::LABEL_PREFIX))
+        .collect();
+    pins.sort_by(|a, b| a.0.cmp(b.0));
+    for (key, value) in pins {
+        println!("  {key} = {}", value.as_str().unwrap_or_default());
+    }
+    if plan.webui.is_none() {
+        println!(
+            "  (the WebUI image is yours: its Python, torch and WebUI versions are in \
+             /etc/sd-worker/image-facts.json, printed above by the build)"
+        );
+    }
+    Ok(())
+}
+
+fn image_size(sh: &Shell, image: &str) -> Result<u64> {
+    let out = plan::image_size(sh, image).quiet().read()?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("docker reported an odd size for {image}: {out}"))
 }
