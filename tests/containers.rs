@@ -177,7 +177,9 @@ fn pid_1_is_the_runtime_and_reaps_orphans() {
     // Exec form, no shell or init wrapper: PID 1 is worker-runtime itself.
     assert_eq!(c.exec(&["cat", "/proc/1/comm"]), "worker-runtime");
 
-    // The orphans exit 1 s after they start; then they must be reaped, not left as zombies.
+    // The orphans exit 1 s after they start; then they must be reaped, not left as zombies. Read
+    // from the container's /proc: `docker top` lists the cgroup's processes, and zombies are not
+    // among them (seen with a python PID 1 that does not reap: /proc showed 3 Z, docker top none).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let procs = processes(&c);
@@ -196,16 +198,6 @@ fn pid_1_is_the_runtime_and_reaps_orphans() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    // docker top (the host's view) agrees: nothing defunct.
-    let top = docker_ok(&["top", &c.name, "-eo", "pid,stat,args"]);
-    assert!(
-        !top.lines().skip(1).any(|l| l
-            .split_whitespace()
-            .nth(1)
-            .is_some_and(|s| s.starts_with('Z'))),
-        "docker top shows a zombie:\n{top}"
-    );
-
     docker_ok(&["stop", &c.name]);
     let code = c.wait_exit(Duration::from_secs(5));
     assert_eq!(code, handler_status(&c.logs()), "logs:\n{}", c.logs());
