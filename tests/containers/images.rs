@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::docker::{docker, image_exists, report};
+use super::docker::{docker, image_exists, image_id, report};
 
 /// Set to 1 to skip the container tests (they need a Docker engine, debootstrap and the network
 /// on a cold run). Nothing else skips them: a missing engine fails them.
@@ -102,7 +102,12 @@ fn build_all() -> Result<Images, String> {
         "stand-in WebUI image {standin} ready after {:.1} s",
         started.elapsed().as_secs_f64()
     ));
+    let previous = image_exists(WORKER_TAG).then(|| image_id(WORKER_TAG));
     let took = build_worker(&standin, WORKER_TAG, None)?;
+    // A runtime change moves the tag; the image it leaves behind is of no further use.
+    if let Some(previous) = previous.filter(|id| *id != image_id(WORKER_TAG)) {
+        let _ = docker(&["rmi", &previous]);
+    }
     report(&format!(
         "worker image {WORKER_TAG} built by cargo xtask image in {:.1} s",
         took.as_secs_f64()
