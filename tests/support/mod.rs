@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -106,39 +106,28 @@ impl Fixture {
 
     pub fn spawn(&self) -> Running {
         let mut command = self.command();
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("worker-runtime starts");
+        // One pipe for stdout and stderr, as a container log has it: the runtime's lines and its
+        // children's keep the order in which they were written.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        let stderr = writer.try_clone().expect("pipe clone");
+        command.stdin(Stdio::null()).stdout(writer).stderr(stderr);
+        let child = command.spawn().expect("worker-runtime starts");
+        // The parent's copies of the write end are gone with `command`: EOF comes when the runtime
+        // and every child holding the pipe have exited.
+        drop(command);
         let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let readers = [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|stream| {
-            let lines = Arc::clone(&lines);
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let (store, signal) = &*lines;
-                    store.lock().expect("lines").push(line);
-                    signal.notify_all();
-                }
-            })
-        })
-        .collect();
+        let store = Arc::clone(&lines);
+        let reader = thread::spawn(move || {
+            for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                let (lines, signal) = &*store;
+                lines.lock().expect("lines").push(line);
+                signal.notify_all();
+            }
+        });
         Running {
             child,
             lines,
-            readers,
+            readers: vec![reader],
         }
     }
 
@@ -217,8 +206,16 @@ impl Running {
             }
             thread::sleep(Duration::from_millis(10));
         };
+        // A process that outlived the runtime still holds the pipe: do not hang on it, the
+        // test's own assertions about leftover processes will name it.
+        let drained = Instant::now() + Duration::from_secs(5);
         for reader in self.readers.drain(..) {
-            let _ = reader.join();
+            while !reader.is_finished() && Instant::now() < drained {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if reader.is_finished() {
+                let _ = reader.join();
+            }
         }
         use std::os::unix::process::ExitStatusExt;
         let code = status
