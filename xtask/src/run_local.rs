@@ -1,8 +1,559 @@
-//! `cargo xtask run-local` (issue 4).
+//! `cargo xtask run-local`: the whole worker on this machine, no GPU, model or A1111 checkout
+//! needed. worker-runtime runs the demo WebUI (or `--webui-dir`) and docker/handler.py on one job
+//! in runpod's local test mode, and the job's images land in target/run-local/images/.
+//!
+//! The handler writes each job's result to HANDLER_RESULT_DIR (runpod's local mode only prints
+//! it, with the image data redacted); that file is where the images are decoded from.
+
+use std::fs;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use runtime::exit_code;
+use serde_json::Value;
+use xshell::{cmd, Shell};
+
+use crate::python_env::ensure_venv;
+
+/// Above this, the job goes to runpod as ./test_input.json instead of `--test_input '<json>'`:
+/// Linux caps one argument or environment string at 128 KiB, and an img2img job can be larger.
+const MAX_INLINE_JOB: usize = 64 * 1024;
+/// runpod's local test mode names the job this when the input has no "id".
+const DEFAULT_JOB_ID: &str = "local_test";
 
 #[derive(clap::Args)]
-pub struct RunLocalArgs {}
+pub struct RunLocalArgs {
+    /// The job, as RunPod sends it: {"input": {...}} [default: docker/test_input.json]
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// The WebUI to run: a folder holding webui.py, e.g. an A1111 checkout
+    /// [default: docker/demo-webui, the stand-in that needs no GPU or model]
+    #[arg(long, value_name = "DIR")]
+    webui_dir: Option<PathBuf>,
+    /// Serve runpod's local HTTP API on 127.0.0.1 until Ctrl-C instead of running one job
+    #[arg(long)]
+    serve: bool,
+    /// Port of runpod's local HTTP API, with --serve
+    #[arg(long, value_name = "PORT", default_value_t = 8000)]
+    api_port: u16,
+    /// Folder for the result, the images and the model folders [default: target/run-local]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
 
-pub fn run(_args: RunLocalArgs) -> anyhow::Result<()> {
-    anyhow::bail!("cargo xtask run-local is not written yet")
+pub fn run(args: RunLocalArgs) -> Result<()> {
+    let invoked_from = std::env::current_dir().context("reading the current directory")?;
+    let absolute = |p: PathBuf| {
+        if p.is_absolute() {
+            p
+        } else {
+            invoked_from.join(p)
+        }
+    };
+    let root = crate::project_root();
+    let demo = args.webui_dir.is_none();
+    let webui_dir = args
+        .webui_dir
+        .map(absolute)
+        .unwrap_or_else(|| root.join("docker").join("demo-webui"));
+    if !webui_dir.join("webui.py").is_file() {
+        bail!(
+            "--webui-dir {}: no webui.py there; give the folder of an A1111 checkout",
+            webui_dir.display()
+        );
+    }
+    let out = args
+        .out
+        .map(absolute)
+        .unwrap_or_else(|| root.join("target").join("run-local"));
+    let input_path = args
+        .input
+        .map(absolute)
+        .unwrap_or_else(|| root.join("docker").join("test_input.json"));
+    let job = read_job(&input_path)?;
+
+    let sh = Shell::new()?;
+    sh.change_dir(&root);
+    say("preparing the Python environment (.venv)");
+    let python = ensure_venv(&sh)?;
+    say("building worker-runtime");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    cmd!(sh, "{cargo} build --quiet -p runtime --bin worker-runtime")
+        .run()
+        .context("cargo build -p runtime failed")?;
+    let runtime_bin = target_dir(&root).join("debug").join("worker-runtime");
+
+    let layout = Layout::prepare(&out, demo)?;
+    let webui_port = free_port()?;
+    let mut command = Command::new(&runtime_bin);
+    command
+        .env("WEBUI_DIR", &webui_dir)
+        .env("WEBUI_PORT", webui_port.to_string())
+        .env("HANDLER_PATH", root.join("docker").join("handler.py"))
+        .env("HANDLER_PYTHON", &python)
+        .env("HANDLER_RESULT_DIR", &layout.results)
+        .env_remove("WORKER_READY_FD")
+        // A job source in the environment would turn runpod's local mode into the real worker.
+        .env_remove("RUNPOD_WEBHOOK_GET_JOB");
+    for (name, default) in [
+        ("MODEL_PATH", layout.model.as_path()),
+        ("CKPT_DIR", layout.checkpoints.as_path()),
+        ("LORA_DIR", layout.loras.as_path()),
+        ("EMBEDDINGS_DIR", layout.embeddings.as_path()),
+    ] {
+        if std::env::var_os(name).is_none() {
+            command.env(name, default);
+        }
+    }
+    if std::env::var_os("CUDA_CHECK").is_none() {
+        command.env("CUDA_CHECK", "off");
+    }
+    if std::env::var_os("WEBUI_PYTHON").is_none() {
+        // The demo is standard-library only; an A1111 checkout brings its own venv (webui.sh's).
+        let checkout_python = webui_dir.join("venv").join("bin").join("python");
+        if demo {
+            command.env("WEBUI_PYTHON", "python3");
+        } else if checkout_python.is_file() {
+            command.env("WEBUI_PYTHON", checkout_python);
+        }
+    }
+    let webui_name = if demo {
+        "the demo WebUI (docker/demo-webui)".to_string()
+    } else {
+        webui_dir.display().to_string()
+    };
+
+    if args.serve {
+        return serve(command, args.api_port, &input_path, &webui_name);
+    }
+
+    let inline = serde_json::to_string(&job.value)?;
+    if inline.len() <= MAX_INLINE_JOB {
+        command.env(
+            "HANDLER_ARGS",
+            format!("--test_input {}", shell_quote(&inline)),
+        );
+    } else {
+        // runpod's local mode reads ./test_input.json; the handler inherits this directory.
+        fs::write(layout.job_dir.join("test_input.json"), &inline)?;
+        command.env("HANDLER_ARGS", "").current_dir(&layout.job_dir);
+    }
+    say(&format!(
+        "running worker-runtime: {webui_name} on 127.0.0.1:{webui_port}, docker/handler.py, job {}",
+        input_path.display()
+    ));
+    let started = Instant::now();
+    let status = run_foreground(command)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let result_file = layout.results.join(format!("{}.json", job.file_stem()));
+    let result = read_result(&result_file);
+
+    match status.code() {
+        Some(0) => {}
+        Some(code) => {
+            if let Some(error) = result.as_ref().ok().and_then(job_error) {
+                bail!("the job failed: {error} (worker-runtime exit status {code})");
+            }
+            bail!(
+                "worker-runtime exited with status {code}: {}; its log is above",
+                explain_exit(code)
+            );
+        }
+        None => bail!("worker-runtime was killed by a signal ({status}); its log is above"),
+    }
+    let result = result?;
+    if let Some(error) = job_error(&result) {
+        bail!("the job failed: {error}");
+    }
+    say(&format!(
+        "job done in {elapsed:.1} s (worker-runtime exit status 0)"
+    ));
+    report(&result, &layout)?;
+    Ok(())
+}
+
+/// Files and folders under --out. The model folders stand in for /model.safetensors and the
+/// network volume, so nothing outside the project is needed.
+struct Layout {
+    root: PathBuf,
+    model: PathBuf,
+    checkpoints: PathBuf,
+    loras: PathBuf,
+    embeddings: PathBuf,
+    results: PathBuf,
+    images: PathBuf,
+    job_dir: PathBuf,
+}
+
+impl Layout {
+    fn prepare(out: &Path, demo: bool) -> Result<Layout> {
+        let models = out.join("models");
+        let layout = Layout {
+            root: out.to_path_buf(),
+            model: models.join("model.safetensors"),
+            checkpoints: models.join("checkpoints"),
+            loras: models.join("loras"),
+            embeddings: models.join("embeddings"),
+            results: out.join("results"),
+            images: out.join("images"),
+            job_dir: out.join("job"),
+        };
+        // Results of an earlier run must not pass for this one's.
+        for stale in [&layout.results, &layout.images, &layout.job_dir] {
+            if stale.exists() {
+                fs::remove_dir_all(stale)
+                    .with_context(|| format!("removing {}", stale.display()))?;
+            }
+        }
+        let _ = fs::remove_file(out.join("result.json"));
+        for dir in [
+            &layout.checkpoints,
+            &layout.loras,
+            &layout.embeddings,
+            &layout.results,
+            &layout.images,
+            &layout.job_dir,
+        ] {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        // The demo lists and "loads" this file without reading it; a real WebUI would need a
+        // real checkpoint, so none is faked for it.
+        if demo && !layout.model.exists() {
+            fs::write(
+                &layout.model,
+                "placeholder for the demo WebUI: not a model (cargo xtask run-local)\n",
+            )?;
+        }
+        Ok(layout)
+    }
+}
+
+struct Job {
+    value: Value,
+}
+
+impl Job {
+    /// The name of the handler's result file for this job (the handler makes ids file-safe).
+    fn file_stem(&self) -> String {
+        let id = match self.value.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => DEFAULT_JOB_ID.to_string(),
+        };
+        let safe: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if safe.is_empty() {
+            "job".to_string()
+        } else {
+            safe
+        }
+    }
+}
+
+fn read_job(path: &Path) -> Result<Job> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("--input {}: cannot read it", path.display()))?;
+    let value: Value = serde_json::from_str(&text)
+        .with_context(|| format!("--input {}: not valid JSON", path.display()))?;
+    match value.get("input") {
+        Some(input) if !input.is_null() => {}
+        _ => bail!(
+            "--input {}: a job is {{\"input\": {{...}}}}, as RunPod sends it; there is no \"input\"",
+            path.display()
+        ),
+    }
+    Ok(Job { value })
+}
+
+/// The handler's error message, when the result is one.
+fn job_error(result: &Value) -> Option<String> {
+    match result.get("error")? {
+        Value::String(message) => Some(message.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn read_result(path: &Path) -> Result<Value> {
+    let text = fs::read_to_string(path).with_context(|| {
+        format!(
+            "the handler wrote no result to {} (HANDLER_RESULT_DIR)",
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
+}
+
+/// Writes the images and result.json, and says where they are.
+fn report(result: &Value, layout: &Layout) -> Result<()> {
+    let mut summary = result.clone();
+    let seeds: Vec<Option<u64>> = result
+        .pointer("/info/all_seeds")
+        .and_then(Value::as_array)
+        .map(|seeds| seeds.iter().map(Value::as_u64).collect())
+        .unwrap_or_default();
+    if let Some(images) = summary.get_mut("images").and_then(Value::as_array_mut) {
+        say(&format!(
+            "{} image(s) in {}:",
+            images.len(),
+            layout.images.display()
+        ));
+        for (index, image) in images.iter_mut().enumerate() {
+            let Some(encoded) = image.as_str() else {
+                bail!("images[{index}] is not a string");
+            };
+            let bytes = decode_base64(encoded).with_context(|| format!("images[{index}]"))?;
+            let name = match seeds.get(index).copied().flatten() {
+                Some(seed) => format!("{index:02}-seed{seed}.png"),
+                None => format!("{index:02}.png"),
+            };
+            let path = layout.images.join(&name);
+            fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+            let size = png_size(&bytes)
+                .map(|(w, h)| format!("{w}x{h} PNG"))
+                .unwrap_or_else(|| "not a PNG".to_string());
+            println!("  {}  {size}, {} bytes", path.display(), bytes.len());
+            *image = Value::String(format!("images/{name}"));
+        }
+    }
+    let summary_path = layout.root.join("result.json");
+    fs::write(&summary_path, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", summary_path.display()))?;
+    say(&format!(
+        "result (images replaced by their file names): {}",
+        summary_path.display()
+    ));
+    Ok(())
+}
+
+/// `--serve`: runpod's local HTTP API until Ctrl-C.
+fn serve(mut command: Command, api_port: u16, input: &Path, webui_name: &str) -> Result<()> {
+    if TcpListener::bind((Ipv4Addr::LOCALHOST, api_port)).is_err() {
+        bail!("port {api_port} on 127.0.0.1 is taken; choose another with --api-port");
+    }
+    command.env(
+        "HANDLER_ARGS",
+        format!("--rp_serve_api --rp_api_port {api_port} --rp_api_host 127.0.0.1"),
+    );
+    let url = format!("http://127.0.0.1:{api_port}");
+    let curl = format!(
+        "curl -s -X POST {url}/runsync -H 'Content-Type: application/json' -d @{}",
+        shell_quote(&input.display().to_string())
+    );
+    say(&format!(
+        "running worker-runtime: {webui_name}, docker/handler.py serving runpod's local API at \
+         {url} until Ctrl-C"
+    ));
+    // The runtime's log scrolls the hint away: repeat it once the API accepts connections.
+    let stop = Arc::new(AtomicBool::new(false));
+    let announcer = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if TcpStream::connect((Ipv4Addr::LOCALHOST, api_port)).is_ok() {
+                    say(&format!(
+                        "serving at {url} (API docs at {url}/); try:\n  {curl}"
+                    ));
+                    return;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let status = run_foreground(command);
+    stop.store(true, Ordering::Relaxed);
+    let _ = announcer.join();
+    let status = status?;
+    match status.code() {
+        // Ctrl-C: the handler and then the runtime stop cleanly (0), or report the signal.
+        Some(0) | Some(130) | Some(143) => {
+            say("stopped");
+            Ok(())
+        }
+        Some(code) => bail!(
+            "worker-runtime exited with status {code}: {}; its log is above",
+            explain_exit(code)
+        ),
+        None => bail!("worker-runtime was killed by a signal ({status})"),
+    }
+}
+
+/// Runs `command` with this terminal, and waits for it.
+fn run_foreground(mut command: Command) -> Result<ExitStatus> {
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {:?}", command.get_program()))?;
+    // Ctrl-C reaches worker-runtime too (same process group) and it tears the worker down.
+    // Ignoring it here lets xtask wait for that and report, instead of exiting first and leaving
+    // the teardown's lines to trail after the shell prompt. The child was already exec'd with the
+    // default disposition, so it is not affected.
+    // SAFETY: signal(2) with SIG_IGN and the previous disposition installs no Rust handler.
+    let previous = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let status = child.wait();
+    if previous != libc::SIG_ERR {
+        // SAFETY: as above; restores what was there.
+        unsafe { libc::signal(libc::SIGINT, previous) };
+    }
+    status.context("waiting for worker-runtime")
+}
+
+fn explain_exit(code: i32) -> &'static str {
+    match u8::try_from(code) {
+        Ok(exit_code::BAD_CONFIG) => "bad configuration",
+        Ok(exit_code::WEBUI_EXITED_BEFORE_READY) => "the WebUI exited before its API was ready",
+        Ok(exit_code::READY_TIMEOUT) => "the WebUI API did not become ready in time",
+        Ok(exit_code::WEBUI_DIED) => "the WebUI died while the handler was serving",
+        Ok(exit_code::CUDA_CHECK_FAILED) => "the CUDA check failed",
+        Ok(exit_code::SPAWN_FAILED) => "a process could not be started",
+        _ => "the handler's own exit status",
+    }
+}
+
+fn say(message: &str) {
+    println!("run-local: {message}");
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            }
+        }
+        _ => root.join("target"),
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on now.
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// One POSIX shell word, as worker-runtime splits HANDLER_ARGS.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Standard or URL-safe base64, padding optional, a data: URL prefix allowed.
+fn decode_base64(text: &str) -> Result<Vec<u8>> {
+    let text = text.split_once("base64,").map_or(text, |(_, data)| data);
+    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for byte in text.bytes() {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            b'\r' | b'\n' => continue,
+            _ => bail!("not base64 (byte {byte:#04x})"),
+        };
+        acc = (acc << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+/// (width, height) from a PNG's IHDR.
+fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.len() < 24 || &bytes[..8] != b"\x89PNG\r\n\x1a\n" || &bytes[12..16] != b"IHDR" {
+        return None;
+    }
+    let width = u32::from_be_bytes(bytes[16..20].try_into().ok()?);
+    let height = u32::from_be_bytes(bytes[20..24].try_into().ok()?);
+    Some((width, height))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_standard_url_safe_and_data_urls() -> Result<()> {
+        assert_eq!(decode_base64("aGVsbG8gd29ybGQ=")?, b"hello world");
+        assert_eq!(decode_base64("aGVsbG8gd29ybGQ")?, b"hello world");
+        assert_eq!(decode_base64("data:image/png;base64,+/8=")?, [0xfb, 0xff]);
+        assert_eq!(decode_base64("-_8")?, [0xfb, 0xff]);
+        assert_eq!(decode_base64("")?, b"");
+        assert!(decode_base64("a b").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn png_size_reads_ihdr_and_rejects_other_data() {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        png.extend_from_slice(&64u32.to_be_bytes());
+        png.extend_from_slice(&32u32.to_be_bytes());
+        assert_eq!(png_size(&png), Some((64, 32)));
+        assert_eq!(png_size(b"GIF89a"), None);
+        png[12] = b'X';
+        assert_eq!(png_size(&png), None);
+    }
+
+    #[test]
+    fn shell_quote_survives_single_quotes() {
+        assert_eq!(
+            shell_quote(r#"{"prompt": "it's"}"#),
+            r#"'{"prompt": "it'\''s"}'"#
+        );
+    }
+
+    #[test]
+    fn job_file_stem_matches_the_handlers_naming() -> Result<()> {
+        let job = |v: &str| Job {
+            value: serde_json::from_str(v).expect("test JSON"),
+        };
+        assert_eq!(job(r#"{"input": {}}"#).file_stem(), "local_test");
+        assert_eq!(job(r#"{"id": "a/b c", "input": {}}"#).file_stem(), "a_b_c");
+        assert_eq!(job(r#"{"id": 7, "input": {}}"#).file_stem(), "7");
+        Ok(())
+    }
+
+    #[test]
+    fn read_job_wants_an_input() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("job.json");
+        fs::write(&path, r#"{"prompt": "no input wrapper"}"#)?;
+        let error = read_job(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("there is no \"input\""), "{error}");
+        fs::write(&path, r#"{"input": {"steps": 1}}"#)?;
+        assert!(read_job(&path).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn explains_the_runtimes_exit_codes() {
+        assert_eq!(
+            explain_exit(81),
+            "the WebUI exited before its API was ready"
+        );
+        assert_eq!(explain_exit(1), "the handler's own exit status");
+    }
 }
