@@ -924,10 +924,10 @@ class DemoWebUI:
         self.library = Library(args, paths)
         self.loader = ModelLoader(
             self.library,
-            float(environ.get("DEMO_WEBUI_MODEL_LOAD_SECONDS") or 0),
+            knob_seconds(environ, "DEMO_WEBUI_MODEL_LOAD_SECONDS"),
             bool(environ.get("DEMO_WEBUI_FAIL_MODEL_LOAD")),
         )
-        self.seconds_per_step = float(environ.get("DEMO_WEBUI_SECONDS_PER_STEP") or 0)
+        self.seconds_per_step = knob_seconds(environ, "DEMO_WEBUI_SECONDS_PER_STEP")
         self.state = State()
         # A1111 runs generation and model changes one at a time behind this lock.
         self.queue_lock = threading.Lock()
@@ -1321,6 +1321,19 @@ class ApiServer(http.server.ThreadingHTTPServer):
 # --------------------------------------------------------------------------------------------
 
 
+def knob_seconds(environ, name):
+    raw = (environ.get(name) or "").strip()
+    try:
+        value = float(raw) if raw else 0.0
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        print(f"demo-webui: {name}={raw!r} must be a number of seconds (0 or more)",
+              file=sys.stderr, flush=True)
+        sys.exit(2)
+    return value
+
+
 def _a1111_sigint(signum, frame):
     # A1111's initialize_util.configure_sigint_handler: leave at once, status 0.
     print(f"Interrupted with signal {signum} in {frame}", flush=True)
@@ -1344,7 +1357,10 @@ def main(argv=None, environ=None):
     args, paths = parse_command_line(argv, environ, script_path)
     print(f"demo-webui: A1111 {VERSION} stand-in, arguments: {shlex.join(argv)}", flush=True)
 
-    time.sleep(float(environ.get("DEMO_WEBUI_STARTUP_DELAY") or 0))
+    for knob in ("DEMO_WEBUI_STARTUP_DELAY", "DEMO_WEBUI_MODEL_LOAD_SECONDS",
+                 "DEMO_WEBUI_SECONDS_PER_STEP"):
+        knob_seconds(environ, knob)  # a bad value ends the process now, not mid-request
+    time.sleep(knob_seconds(environ, "DEMO_WEBUI_STARTUP_DELAY"))
     app = DemoWebUI(args, paths, environ)
     if not args.skip_load_model_at_start:
         app.loader.start_background()

@@ -77,6 +77,13 @@ def test_unknown_flag_in_commandline_args_env_dies_too(spawn):
     assert "unrecognized arguments: --bogus 1" in process.output
 
 
+def test_bad_knob_values_end_the_process_at_start(spawn):
+    process = spawn([PYTHON, str(DEMO_WEBUI), "--nowebui"], cwd=str(DEMO_DIR),
+                    env={"DEMO_WEBUI_SECONDS_PER_STEP": "-1"})
+    assert process.wait() == 2
+    assert "DEMO_WEBUI_SECONDS_PER_STEP='-1' must be a number of seconds" in process.output
+
+
 def test_port_defaults_to_7861_in_api_only_mode():
     args, _ = webui.parse_command_line(["--nowebui"], {}, str(DEMO_DIR))
     assert args.port is None  # the default is chosen at bind time, like A1111
