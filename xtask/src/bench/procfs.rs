@@ -1,0 +1,200 @@
+//! What the bench needs from the kernel: exit moments of processes it did not start (pidfd), the
+//! process tree under a launcher (/proc), a launcher's own memory, free loopback ports, and a way to
+//! stop whatever a run left behind.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::mpsc::Sender;
+use std::thread;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+/// A loopback port nobody listens on right now. The bench takes a fresh one per run, so a WebUI
+/// that outlived its run (or anything else on the machine) cannot answer for the next one.
+pub fn free_port() -> Result<u16> {
+    let listener =
+        TcpListener::bind(("127.0.0.1", 0)).context("cannot find a free loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Sends `event(moment)` when process `pid` ends (becomes a zombie or is gone), from a thread
+/// blocked on a pidfd: the exact moment, with no polling, for any process, not only our children.
+/// Returns false when the process no longer exists (already reaped): its moment is unknown.
+pub fn watch_exit<E: Send + 'static>(
+    pid: i32,
+    tx: Sender<E>,
+    event: impl FnOnce(Instant) -> E + Send + 'static,
+) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no memory is
+    // shared with the kernel.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        return false;
+    }
+    let spawned = thread::Builder::new()
+        .name(format!("exit-of-{pid}"))
+        .spawn(move || {
+            let mut poll_fd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            loop {
+                // SAFETY: one valid pollfd, owned by this frame, for the duration of the call.
+                let ready = unsafe { libc::poll(&mut poll_fd, 1, -1) };
+                if ready > 0
+                    || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+                {
+                    break;
+                }
+            }
+            let moment = Instant::now();
+            // SAFETY: fd is ours, opened above and closed once.
+            unsafe { libc::close(fd) };
+            let _ = tx.send(event(moment));
+        });
+    if spawned.is_err() {
+        // SAFETY: the thread did not start, so the descriptor is still ours to close.
+        unsafe { libc::close(fd) };
+        return false;
+    }
+    true
+}
+
+/// (pid, parent pid) of every process on the machine. Processes come and go while /proc is read;
+/// one that vanished midway is simply missing.
+fn parents() -> HashMap<i32, i32> {
+    let mut map = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return map;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some(ppid) = parent_of(pid) {
+            map.insert(pid, ppid);
+        }
+    }
+    map
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself contain spaces and parentheses: the
+    // fields that follow start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The argv of a process, or empty when it is gone.
+pub fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Direct children of `pid`. (The kernel's /proc/<pid>/task/<tid>/children is not built into
+/// every kernel, e.g. not on our build machines, so parents are read from each process's stat.)
+pub fn children(pid: i32) -> Vec<i32> {
+    parents()
+        .into_iter()
+        .filter(|(_, ppid)| *ppid == pid)
+        .map(|(child, _)| child)
+        .collect()
+}
+
+/// Every process below `root`, at any depth.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let map = parents();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for (child, ppid) in &map {
+            if *ppid == parent && !found.contains(child) {
+                found.push(*child);
+                frontier.push(*child);
+            }
+        }
+    }
+    found
+}
+
+/// SIGKILL to `root` and everything below it: how the bench ends a run that would never end on its
+/// own (the reference's `wait` on a WebUI that ignores SIGTERM), and its clean-up after an error.
+/// The tree is read first, so processes orphaned by the kill are still found.
+pub fn kill_tree(root: i32) {
+    let mut pids = descendants(root);
+    pids.push(root);
+    for pid in pids {
+        // SAFETY: kill(2) on a pid; ESRCH (already gone) is fine.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// (VmHWM, VmRSS) of one process in KiB: its own peak and current resident memory. Children are
+/// separate processes with their own figures, so they are not counted.
+pub fn memory_kib(pid: i32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn sees_its_own_child_and_its_exit() {
+        let mut child = Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .expect("sleep runs");
+        let pid = child.id() as i32;
+        let me = std::process::id() as i32;
+        assert!(children(me).contains(&pid));
+        assert!(descendants(me).contains(&pid));
+        assert_eq!(cmdline(pid), ["sleep", "0.2"]);
+        let (tx, rx) = mpsc::channel();
+        let started = Instant::now();
+        assert!(watch_exit(pid, tx, |at| at));
+        let ended = rx.recv_timeout(Duration::from_secs(5)).expect("exit seen");
+        // Seen as it happens, before anybody reaps it.
+        assert!(ended.duration_since(started) >= Duration::from_millis(150));
+        child.wait().expect("reaped");
+    }
+
+    #[test]
+    fn reads_its_own_memory() {
+        let (hwm, rss) = memory_kib(std::process::id() as i32).expect("status readable");
+        assert!(hwm >= rss && rss > 0);
+    }
+
+    #[test]
+    fn finds_a_free_port() {
+        let port = free_port().expect("a port");
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
+}

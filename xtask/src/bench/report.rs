@@ -1,0 +1,643 @@
+//! The figures from a set of runs, and docs/BENCHMARKS.md around them.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::stats::{self, Summary};
+use super::trial::{Launcher, Outcome, Scenario, Trial};
+
+/// The heading of the section another engineer writes by hand (H200 figures, device tool); the
+/// generator keeps it verbatim.
+pub const GPU_HEADING: &str = "## GPU: cuda-check vs the Python/torch check";
+
+/// What a run was measured under, for the page and the console.
+pub struct Context {
+    pub date: String,
+    pub command: String,
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub load_before: String,
+    pub load_after: String,
+    pub commit: String,
+    pub python: String,
+    pub runpod: String,
+    pub tcmalloc: String,
+    pub runs: usize,
+    pub webui_delay: Duration,
+    pub grace: Duration,
+    pub cap: Duration,
+    pub warm_up: bool,
+}
+
+/// One value of a table cell: measured, or the launcher never got there.
+pub enum Cell {
+    Measured(Summary),
+    /// Every run was stopped at the cap: the launcher would have gone on for ever.
+    Never(String),
+    Missing,
+}
+
+pub struct Row {
+    pub figure: &'static str,
+    pub goal: String,
+    pub unit: &'static str,
+    pub fmt: fn(f64) -> String,
+    pub runtime: Cell,
+    pub reference: Cell,
+    /// Some(met) when the row has a goal checked against worker-runtime's median.
+    pub met: Option<bool>,
+}
+
+fn ms_between(a: Option<Duration>, b: Option<Duration>) -> Option<f64> {
+    Some((b?.as_secs_f64() - a?.as_secs_f64()) * 1000.0)
+}
+
+fn samples(
+    trials: &[Trial],
+    launcher: Launcher,
+    scenario: Scenario,
+    value: impl Fn(&Trial) -> Option<f64>,
+) -> Vec<f64> {
+    trials
+        .iter()
+        .filter(|t| t.launcher == launcher && t.scenario == scenario)
+        .filter(|t| t.outcome != Outcome::Capped)
+        .filter_map(value)
+        .collect()
+}
+
+fn capped_all(trials: &[Trial], launcher: Launcher, scenario: Scenario) -> bool {
+    let mut runs = trials
+        .iter()
+        .filter(|t| t.launcher == launcher && t.scenario == scenario)
+        .peekable();
+    runs.peek().is_some() && runs.all(|t| t.outcome == Outcome::Capped)
+}
+
+fn cell(
+    trials: &[Trial],
+    launcher: Launcher,
+    scenario: Scenario,
+    never: &str,
+    value: impl Fn(&Trial) -> Option<f64>,
+) -> Cell {
+    if capped_all(trials, launcher, scenario) {
+        return Cell::Never(never.to_string());
+    }
+    match Summary::of(&samples(trials, launcher, scenario, value)) {
+        Some(s) => Cell::Measured(s),
+        None => Cell::Missing,
+    }
+}
+
+pub fn rows(trials: &[Trial], ctx: &Context) -> Vec<Row> {
+    use Launcher::{Reference, Runtime};
+    use Scenario::{CrashAtStart, IgnoresSigterm, NoTcmalloc, Normal};
+    let cap = ctx.cap.as_secs_f64();
+    let grace = ctx.grace.as_secs_f64();
+    let both = |scenario: Scenario, never: &str, value: fn(&Trial) -> Option<f64>| {
+        (
+            cell(trials, Runtime, scenario, never, value),
+            cell(trials, Reference, scenario, never, value),
+        )
+    };
+    let mut rows = Vec::new();
+
+    let readiness = |t: &Trial| ms_between(t.marks.webui_ready, t.marks.serving);
+    let (runtime, reference) = both(Normal, "", readiness);
+    rows.push(goal_row(
+        "1. Readiness overhead: WebUI answers 200 → handler serving",
+        "< 30 ms median",
+        30.0,
+        "ms",
+        stats::ms,
+        runtime,
+        reference,
+    ));
+
+    let teardown = |t: &Trial| ms_between(t.marks.handler_exit, t.marks.launcher_exit);
+    let (runtime, reference) = both(Normal, "", teardown);
+    rows.push(goal_row(
+        "2a. Teardown, WebUI obeys SIGTERM: handler exit → launcher exit",
+        "< 100 ms",
+        100.0,
+        "ms",
+        stats::ms,
+        runtime,
+        reference,
+    ));
+    let (runtime, reference) = both(Normal, "", |t| {
+        ms_between(t.marks.handler_exit, t.marks.webui_exit)
+    });
+    rows.push(context_row(
+        "↳ of which the WebUI's own shutdown (handler exit → WebUI exit)",
+        "ms",
+        stats::ms,
+        runtime,
+        reference,
+    ));
+    let (runtime, reference) = both(Normal, "", |t| {
+        ms_between(t.marks.webui_exit, t.marks.launcher_exit)
+    });
+    rows.push(context_row(
+        "↳ the launcher's own part (WebUI exit → launcher exit)",
+        "ms",
+        stats::ms,
+        runtime,
+        reference,
+    ));
+    let never_teardown =
+        format!("never: `wait` hangs on the WebUI (stopped by the bench after {cap} s)");
+    let (runtime, reference) = both(IgnoresSigterm, &never_teardown, teardown);
+    let met = match &runtime {
+        Cell::Measured(s) => Some(s.max <= (grace + 0.5) * 1000.0),
+        _ => None,
+    };
+    rows.push(Row {
+        figure: "2b. Teardown, WebUI ignores SIGTERM: handler exit → launcher exit",
+        goal: format!("bounded by SHUTDOWN_GRACE ({grace} s here)"),
+        unit: "ms",
+        fmt: stats::ms,
+        runtime,
+        reference,
+        met,
+    });
+
+    let rss = |t: &Trial| t.peak_rss_kib.map(|k| k as f64 * 1024.0 / 1e6);
+    let (runtime, reference) = both(Normal, "", rss);
+    rows.push(goal_row(
+        "3. Launcher's own peak RSS while the WebUI runs (VmHWM)",
+        "< 10 MB",
+        10.0,
+        "MB",
+        stats::mb,
+        runtime,
+        reference,
+    ));
+
+    let runtime = cell(trials, Runtime, NoTcmalloc, "", rss);
+    let met = match &runtime {
+        Cell::Measured(s) => Some(s.median < 10.0),
+        _ => None,
+    };
+    rows.push(Row {
+        figure: "↳ worker-runtime with NO_TCMALLOC=1 (diagnostic: tcmalloc in its own process)",
+        goal: "< 10 MB".into(),
+        unit: "MB",
+        fmt: stats::mb,
+        runtime,
+        reference: cell(trials, Reference, Normal, "", rss),
+        met,
+    });
+
+    let never_crash = format!(
+        "never: the handler's wait loop has no time limit (stopped by the bench {cap} s after the crash)"
+    );
+    let (runtime, reference) = both(CrashAtStart, &never_crash, |t| {
+        t.marks.noticed_crash.map(|d| d.as_secs_f64() * 1000.0)
+    });
+    rows.push(context_row(
+        "4. WebUI crashes at start: launch → launcher reports it",
+        "ms",
+        stats::ms,
+        runtime,
+        reference,
+    ));
+    let (runtime, reference) = both(CrashAtStart, &never_crash, |t| {
+        ms_between(t.marks.webui_exit, t.marks.launcher_exit)
+    });
+    rows.push(context_row(
+        "↳ WebUI exit → launcher exits (the container ends; RunPod can replace it)",
+        "ms",
+        stats::ms,
+        runtime,
+        reference,
+    ));
+
+    let (runtime, reference) = both(Normal, "", |t| {
+        t.marks.serving.map(|d| d.as_secs_f64() * 1000.0)
+    });
+    rows.push(context_row(
+        "Cold start: launch → handler serving (WebUI start-up included)",
+        "ms",
+        stats::ms,
+        runtime,
+        reference,
+    ));
+    rows
+}
+
+fn goal_row(
+    figure: &'static str,
+    goal: &str,
+    limit: f64,
+    unit: &'static str,
+    fmt: fn(f64) -> String,
+    runtime: Cell,
+    reference: Cell,
+) -> Row {
+    let met = match &runtime {
+        Cell::Measured(s) => Some(s.median < limit),
+        _ => None,
+    };
+    Row {
+        figure,
+        goal: goal.to_string(),
+        unit,
+        fmt,
+        runtime,
+        reference,
+        met,
+    }
+}
+
+fn context_row(
+    figure: &'static str,
+    unit: &'static str,
+    fmt: fn(f64) -> String,
+    runtime: Cell,
+    reference: Cell,
+) -> Row {
+    Row {
+        figure,
+        goal: String::new(),
+        unit,
+        fmt,
+        runtime,
+        reference,
+        met: None,
+    }
+}
+
+fn show_cell(cell: &Cell, row: &Row) -> String {
+    match cell {
+        Cell::Measured(s) => s.show(row.unit, row.fmt),
+        Cell::Never(text) => text.clone(),
+        Cell::Missing => "not measured".into(),
+    }
+}
+
+fn show_ratio(row: &Row) -> String {
+    match (&row.runtime, &row.reference) {
+        (Cell::Measured(a), Cell::Measured(b)) => stats::ratio(a.median, b.median),
+        (Cell::Measured(_), Cell::Never(_)) => "finite vs never".into(),
+        _ => "n/a".into(),
+    }
+}
+
+fn show_met(row: &Row) -> &'static str {
+    match row.met {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "",
+    }
+}
+
+/// The results table, in Markdown (also what the console shows).
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| Figure | Goal | worker-runtime: median (min–max) | start.sh: median (min–max) \
+         | worker-runtime ÷ start.sh | Goal met |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|\n");
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            row.figure,
+            row.goal,
+            show_cell(&row.runtime, row),
+            show_cell(&row.reference, row),
+            show_ratio(row),
+            show_met(row)
+        );
+    }
+    out
+}
+
+/// A plain-text version for the console.
+pub fn console(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let _ = writeln!(out, "{}", row.figure);
+        let _ = writeln!(out, "    worker-runtime  {}", show_cell(&row.runtime, row));
+        let _ = writeln!(
+            out,
+            "    start.sh        {}",
+            show_cell(&row.reference, row)
+        );
+        let ratio = show_ratio(row);
+        if ratio != "n/a" {
+            let _ = write!(out, "    ratio           {ratio}");
+            if !row.goal.is_empty() {
+                let _ = write!(
+                    out,
+                    "   goal {}: {}",
+                    row.goal,
+                    show_met(row).replace('*', "")
+                );
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The GPU section of an existing page: from its heading to the next level-2 heading or the end,
+/// byte for byte.
+pub fn gpu_section(existing: &str) -> Option<String> {
+    let start = existing
+        .match_indices(GPU_HEADING)
+        .find(|(i, _)| *i == 0 || existing.as_bytes()[i - 1] == b'\n')?
+        .0;
+    let after_heading = start + GPU_HEADING.len();
+    let end = existing[after_heading..]
+        .match_indices("\n## ")
+        .next()
+        .map_or(existing.len(), |(i, _)| after_heading + i + 1);
+    Some(existing[start..end].to_string())
+}
+
+const GPU_PLACEHOLDER: &str = "\
+## GPU: cuda-check vs the Python/torch check
+
+Not measured yet: this section is written by hand from runs on the H200 (device tool), not by
+`cargo xtask bench`, which keeps it as it is.
+";
+
+fn median(
+    trials: &[Trial],
+    launcher: Launcher,
+    scenario: Scenario,
+    value: impl Fn(&Trial) -> Option<f64>,
+) -> Option<f64> {
+    Summary::of(&samples(trials, launcher, scenario, value)).map(|s| s.median)
+}
+
+/// What the figures say, in sentences built from them (so they stay true when regenerated).
+pub fn findings(trials: &[Trial], ctx: &Context) -> Vec<String> {
+    use Launcher::{Reference, Runtime};
+    use Scenario::{CrashAtStart, IgnoresSigterm, NoTcmalloc, Normal};
+    let mut out = Vec::new();
+    let readiness = |t: &Trial| ms_between(t.marks.webui_ready, t.marks.serving);
+    if let (Some(rt), Some(rf)) = (
+        median(trials, Runtime, Normal, readiness),
+        median(trials, Reference, Normal, readiness),
+    ) {
+        out.push(format!(
+            "**Readiness**: the handler serves {} ms after the WebUI's first possible 200 with \
+             worker-runtime, {} ms with start.sh ({}); goal under 30 ms {}.",
+            stats::ms(rt),
+            stats::ms(rf),
+            stats::ratio(rt, rf),
+            if rt < 30.0 { "met" } else { "**missed**" }
+        ));
+    }
+    let teardown = |t: &Trial| ms_between(t.marks.handler_exit, t.marks.launcher_exit);
+    let own = |t: &Trial| ms_between(t.marks.webui_exit, t.marks.launcher_exit);
+    if let (Some(rt), Some(rf), Some(rt_own), Some(rf_own)) = (
+        median(trials, Runtime, Normal, teardown),
+        median(trials, Reference, Normal, teardown),
+        median(trials, Runtime, Normal, own),
+        median(trials, Reference, Normal, own),
+    ) {
+        out.push(format!(
+            "**Teardown** with a WebUI that obeys SIGTERM: {} ms against {} ms; goal under 100 ms \
+             {}. Most of it is the demo's own shutdown; after the WebUI's exit worker-runtime \
+             takes {} ms more to exit, bash {} ms.",
+            stats::ms(rt),
+            stats::ms(rf),
+            if rt < 100.0 { "met" } else { "**missed**" },
+            stats::ms(rt_own),
+            stats::ms(rf_own)
+        ));
+    }
+    if let Some(rt) = median(trials, Runtime, IgnoresSigterm, teardown) {
+        out.push(format!(
+            "With a WebUI that **ignores SIGTERM**, worker-runtime exits {} ms after the handler \
+             (SHUTDOWN_GRACE {} s, then SIGKILL); start.sh {}.",
+            stats::ms(rt),
+            ctx.grace.as_secs_f64(),
+            if capped_all(trials, Reference, IgnoresSigterm) {
+                "never does: its `wait` hangs until something kills the container"
+            } else {
+                "exited by itself in some runs (see the table)"
+            }
+        ));
+    }
+    let rss = |t: &Trial| t.peak_rss_kib.map(|k| k as f64 * 1024.0 / 1e6);
+    if let (Some(rt), Some(rf)) = (
+        median(trials, Runtime, Normal, rss),
+        median(trials, Reference, Normal, rss),
+    ) {
+        let mut text = format!(
+            "**Memory**: worker-runtime peaks at {} MB while the WebUI runs, bash at {} MB; goal \
+             under 10 MB {}.",
+            stats::mb(rt),
+            stats::mb(rf),
+            if rt < 10.0 { "met" } else { "**missed**" }
+        );
+        if let Some(plain) = median(trials, Runtime, NoTcmalloc, rss) {
+            let _ = write!(
+                text,
+                " With NO_TCMALLOC=1 it peaks at {} MB: ",
+                stats::mb(plain)
+            );
+            if rt - plain > 1.0 {
+                text.push_str(
+                    "the difference is the tcmalloc (and the C++ runtime it links) that \
+                     worker-runtime loads into its own process, since it re-execs itself with \
+                     LD_PRELOAD so that its children inherit it; start.sh only exports \
+                     LD_PRELOAD for its children, and bash itself never loads it.",
+                );
+            } else {
+                text.push_str("tcmalloc makes no difference to the launcher itself.");
+            }
+        }
+        out.push(text);
+    }
+    let reported = |t: &Trial| t.marks.noticed_crash.map(|d| d.as_secs_f64() * 1000.0);
+    let exits = |t: &Trial| ms_between(t.marks.webui_exit, t.marks.launcher_exit);
+    if let (Some(at), Some(exit)) = (
+        median(trials, Runtime, CrashAtStart, reported),
+        median(trials, Runtime, CrashAtStart, exits),
+    ) {
+        out.push(format!(
+            "**Crash at start**: worker-runtime reports it {:.2} s after launch (the WebUI's \
+             start-up delay is {} s) and exits {} ms after the crash; start.sh {}.",
+            at / 1000.0,
+            ctx.webui_delay.as_secs_f64(),
+            stats::ms(exit),
+            if capped_all(trials, Reference, CrashAtStart) {
+                "never notices: its handler keeps polling and the container stays up, idle, \
+                 until RunPod's own timeouts"
+            } else {
+                "ended by itself in some runs (see the table)"
+            }
+        ));
+    }
+    out
+}
+
+/// One sentence on how soon worker-runtime reports a crash once the WebUI has exited: too small
+/// for a table row, since both moments come from different threads of the bench and are within
+/// its timing resolution of each other.
+pub fn crash_note(trials: &[Trial]) -> String {
+    let gaps = samples(trials, Launcher::Runtime, Scenario::CrashAtStart, |t| {
+        ms_between(t.marks.webui_exit, t.marks.noticed_crash)
+    });
+    match Summary::of(&gaps) {
+        Some(s) => format!(
+            "worker-runtime logs the crash {} after the WebUI's exit (median; the two moments are \
+             read by different threads of the bench, so values within a few milliseconds of 0, \
+             either sign, mean \"at once\"), then gives the handler, which waits at the gate, the \
+             time to exit on its own and exits with status 81.",
+            s.show("ms", stats::ms)
+        ),
+        None => String::from("No crash run of worker-runtime was measured."),
+    }
+}
+
+/// docs/BENCHMARKS.md: the generated part, then the GPU section kept from `existing`.
+pub fn page(
+    rows: &[Row],
+    ctx: &Context,
+    findings: &[String],
+    crash_note: &str,
+    existing: Option<&str>,
+) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "# Benchmarks: worker-runtime against the seed's start.sh
+
+<!-- Generated by `cargo xtask bench` (xtask/src/bench/), except the GPU section at the end,
+which is written by hand and kept verbatim when the page is regenerated. -->
+
+What a serverless worker's launcher costs, measured side by side against the bash start.sh it
+replaces (issue 6). Both launch the same demo WebUI (docker/demo-webui, start-up delay
+{delay:.1} s) and the same handler (docker/handler.py on the real runpod SDK, runpod's local test
+mode with one tiny job), in one run, alternating, {runs} runs each per scenario.
+
+- Date: {date}
+- Machine: {cpus} CPUs ({cpu_model}), Linux {kernel}: **a shared 2-core VM**, where other builds
+  may run at the same time (load average {load_before} before, {load_after} after); treat
+  differences of a few milliseconds as noise.
+- Command: `{command}`
+- Code: {commit}; Python {python}, runpod {runpod}; tcmalloc on for both ({tcmalloc}).
+
+## Results
+
+{table}
+Ratios are worker-runtime's median divided by start.sh's: below 1 is better. \"Never\" rows are
+runs the reference does not end by itself; the bench stops them after the cap. Two moments read by
+different threads of the bench can be out of order by a millisecond or so on this machine, hence
+the odd negative minimum near 0.
+
+## Findings
+
+{findings}
+
+![Start-up timeline of both launchers](startup-timeline.svg)
+
+[docs/startup-timeline.svg](startup-timeline.svg): one run of each launcher from the same round
+(the one whose worker-runtime readiness overhead is nearest the median), phase by phase, with the
+moments around readiness and teardown magnified.
+
+## What is measured, and how
+
+- **The reference** is xtask/bench/start.sh, written from the seed's text: sequential, the WebUI in
+  the background with `&` and `$!`, the handler in the foreground, `kill`/`wait` after it. Like the
+  existing A1111 workers, its handler waits for the WebUI itself: xtask/bench/reference_handler.py
+  imports docker/handler.py, then polls `GET /sdapi/v1/sd-models` every 0.2 s (any answer counts,
+  no time limit), then serves. The loop sits in the handler rather than in start.sh so that the
+  handler's imports overlap the WebUI's start-up, as in those workers; a loop in start.sh would add
+  the imports (about 1 s here) to the reference's overhead.
+- **worker-runtime** is `cargo build --release -p runtime`, default settings (handler started at
+  once behind the readiness gate), `CUDA_CHECK=off` (no GPU here), `SHUTDOWN_GRACE={grace}`.
+- **Same conditions**: the same interpreter (.venv's Python) for the WebUI and the handler, a fresh
+  free loopback port per run, the same empty model folders in a temp dir, a clean environment,
+  tcmalloc preloaded by both (start.sh always does; worker-runtime does unless `NO_TCMALLOC`). The
+  handler reads its job from test_input.json in its working directory, so both start it with no
+  arguments, as the seed's `python -u /handler.py`.{warm_up}
+- **Timestamps**: every line the launcher and its children print is timestamped by the bench as it
+  is read from their pipes. The WebUI is ready at its `Uvicorn running on` line: the demo binds its
+  port only after its start-up delay and answers 200 from that moment. The handler serves at its
+  `handler: serving` line, printed right before `runpod.serverless.start`. Process exits (WebUI,
+  handler) are taken from a pidfd the moment the process ends; the launcher's exit when its wait
+  returns.
+- **1. Readiness overhead**: handler serving minus WebUI ready. start.sh's cost is its handler's
+  0.2 s poll; worker-runtime's is its 10 ms probe plus the gate.
+- **2. Teardown**: handler exit to launcher exit. With a WebUI that obeys SIGTERM, both wait for the
+  demo's own graceful shutdown (it polls for the signal every 50 ms), shown on its own row. With one
+  that ignores SIGTERM (`DEMO_WEBUI_IGNORE_SIGTERM=1`), worker-runtime sends SIGKILL after
+  `SHUTDOWN_GRACE`; start.sh's `wait` never returns (the bench stops it after {cap} s).
+- **3. Memory**: VmHWM of the launcher process itself (/proc/PID/status), sampled every 20 ms while
+  the WebUI runs; children are separate processes and not counted. For start.sh that is the bash
+  process; for worker-runtime, the process after its tcmalloc re-exec.
+- **4. Crash at start**: the WebUI exits with status 1 at the end of its start-up delay, before
+  binding (`DEMO_WEBUI_EXIT_AT_START=1`), as A1111 does when an import fails. worker-runtime
+  reports it and exits with its documented status; start.sh never notices: its handler polls for
+  ever (the bench stops it {cap} s after the crash). {crash_note}
+- The cold start row adds the WebUI's start-up delay; it shows where the readiness overhead ends up.
+
+",
+        delay = ctx.webui_delay.as_secs_f64(),
+        runs = ctx.runs,
+        date = ctx.date,
+        cpus = ctx.cpus,
+        cpu_model = ctx.cpu_model,
+        kernel = ctx.kernel,
+        load_before = ctx.load_before,
+        load_after = ctx.load_after,
+        command = ctx.command,
+        commit = ctx.commit,
+        python = ctx.python,
+        runpod = ctx.runpod,
+        tcmalloc = ctx.tcmalloc,
+        table = table(rows),
+        findings = findings
+            .iter()
+            .map(|f| format!("- {f}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        grace = ctx.grace.as_secs_f64(),
+        cap = ctx.cap.as_secs_f64(),
+        crash_note = crash_note,
+        warm_up = if ctx.warm_up {
+            " One untimed run of each launcher comes first (page cache, Python bytecode)."
+        } else {
+            ""
+        },
+    );
+    let gpu = existing
+        .and_then(gpu_section)
+        .unwrap_or_else(|| GPU_PLACEHOLDER.to_string());
+    out.push_str(&gpu);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_gpu_section_verbatim() {
+        let gpu = "## GPU: cuda-check vs the Python/torch check\n\nH200 figures.\n\n### Detail\n| a | b |\n";
+        let existing = format!("# Old\n\n## Results\nold table\n\n{gpu}\n## Later section\nx\n");
+        assert_eq!(
+            gpu_section(&existing).as_deref(),
+            Some(&*format!("{gpu}\n"))
+        );
+        // At the end of the file, with no newline after it.
+        let existing = format!("# Old\n{}", gpu.trim_end());
+        assert_eq!(gpu_section(&existing).as_deref(), Some(gpu.trim_end()));
+        // The heading mentioned inside a line is not the section.
+        assert!(gpu_section("see ## GPU: cuda-check vs the Python/torch check").is_none());
+    }
+}
