@@ -38,6 +38,10 @@ Environment knobs (all optional):
     DEMO_WEBUI_SECONDS_PER_STEP    seconds per sampling step (per batch). Default 0. Makes
                                    generation take time, for progress, interrupt and timeouts.
     DEMO_WEBUI_ACCESS_LOG          "0": no uvicorn-style access log line per request.
+    DEMO_WEBUI_EXIT_AT_START       a status (1-255): after the start-up delay, exit with it
+                                   instead of binding, as A1111 does when an import fails.
+    DEMO_WEBUI_IGNORE_SIGTERM      non-empty: SIGTERM is ignored, as by a WebUI stuck in native
+                                   code; only SIGKILL stops it. (Both for `cargo xtask bench`.)
     COMMANDLINE_ARGS               appended to the command line, split like a shell (as A1111).
 
 Endpoints (under /sdapi/v1/): GET sd-models, samplers, schedulers, upscalers,
@@ -1352,6 +1356,9 @@ def main(argv=None, environ=None):
     environ = os.environ if environ is None else environ
     argv = sys.argv[1:] if argv is None else argv
     signal.signal(signal.SIGINT, _a1111_sigint)
+    ignore_sigterm = bool(environ.get("DEMO_WEBUI_IGNORE_SIGTERM"))
+    if ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     script_path = os.path.dirname(os.path.abspath(__file__))
     started = time.monotonic()
     args, paths = parse_command_line(argv, environ, script_path)
@@ -1361,6 +1368,10 @@ def main(argv=None, environ=None):
                  "DEMO_WEBUI_SECONDS_PER_STEP"):
         knob_seconds(environ, knob)  # a bad value ends the process now, not mid-request
     time.sleep(knob_seconds(environ, "DEMO_WEBUI_STARTUP_DELAY"))
+    exit_at_start = (environ.get("DEMO_WEBUI_EXIT_AT_START") or "").strip()
+    if exit_at_start:
+        print(f"demo-webui: start-up failed (DEMO_WEBUI_EXIT_AT_START={exit_at_start})", flush=True)
+        return int(exit_at_start) if exit_at_start.isdigit() else 1
     app = DemoWebUI(args, paths, environ)
     if not args.skip_load_model_at_start:
         app.loader.start_background()
@@ -1383,7 +1394,8 @@ def main(argv=None, environ=None):
             os._exit(0)
         received.append(signum)
 
-    signal.signal(signal.SIGTERM, on_signal)
+    if not ignore_sigterm:
+        signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     pid = os.getpid()
     print(f"Startup time: {time.monotonic() - started:.1f}s (demo).", flush=True)
