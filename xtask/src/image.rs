@@ -154,8 +154,8 @@ fn check_engine(sh: &Shell) -> Result<()> {
         Err(_) => "the docker command is not installed".to_string(),
     };
     bail!(
-        "no Docker engine: {reason}. Get one with `bash .ci/ensure-docker.sh` (installs docker.io and \
-         starts dockerd without a bridge network, as CI does), or start your own Docker"
+        "no Docker engine ({reason}): get one with `bash .ci/ensure-docker.sh` (installs docker.io \
+         and starts dockerd without a bridge network, as CI does), or start your own Docker"
     )
 }
 
