@@ -136,7 +136,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if !runtime_bin.is_file() {
         bail!("{}: no such worker-runtime binary", runtime_bin.display());
     }
-    let python = handler_python(&root)?;
+    // One interpreter for the WebUI and the handler: the project's .venv, which has the runpod
+    // SDK (docker/requirements.txt); created or updated here when needed.
+    let python = crate::python_env::ensure_venv(&sh)?;
     let webui_dir = args
         .webui_dir
         .clone()
@@ -299,20 +301,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         svg_path.display()
     );
     Ok(())
-}
-
-/// The interpreter for both the WebUI and the handler: the project's .venv, which has the runpod
-/// SDK (docker/requirements.txt).
-fn handler_python(root: &Path) -> Result<PathBuf> {
-    let python = root.join(".venv/bin/python");
-    if !python.is_file() {
-        bail!(
-            "{} is missing: create it with `python3 -m venv .venv && .venv/bin/pip install -r \
-             docker/requirements.txt`",
-            python.display()
-        );
-    }
-    Ok(python)
 }
 
 /// The scenarios need two knobs of the demo WebUI; an older demo would silently run them as

@@ -216,6 +216,16 @@ pub fn rows(trials: &[Trial], ctx: &Context) -> Vec<Row> {
     ));
 
     let (runtime, reference) = both(Normal, "", |t| {
+        t.marks.webui_started.map(|d| d.as_secs_f64() * 1000.0)
+    });
+    rows.push(context_row(
+        "Launcher start: launch → WebUI started (its PID line)",
+        "ms",
+        stats::ms,
+        runtime,
+        reference,
+    ));
+    let (runtime, reference) = both(Normal, "", |t| {
         t.marks.serving.map(|d| d.as_secs_f64() * 1000.0)
     });
     rows.push(context_row(
