@@ -55,10 +55,6 @@ pub fn run(args: ImageArgs) -> Result<()> {
     build(&root, &plan)
 }
 
-/// Placeholder names the dry run prints for the temporary build contexts.
-const WEBUI_CONTEXT: &str = "$WEBUI_CONTEXT";
-const WORKER_CONTEXT: &str = "$WORKER_CONTEXT";
-
 fn build(root: &Path, plan: &Plan) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(root);

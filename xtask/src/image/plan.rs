@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Cmd, Shell};
 
-use super::{ImageArgs, WEBUI_CONTEXT, WORKER_CONTEXT};
+use super::ImageArgs;
 
 pub const VERSIONS_FILE: &str = "docker/versions.env";
 pub const WEBUI_DOCKERFILE: &str = "docker/Dockerfile.webui";
 pub const WORKER_DOCKERFILE: &str = "docker/Dockerfile.worker";
 /// Labels the Dockerfiles write (pins, runtime version); printed after a build.
 pub const LABEL_PREFIX: &str = "sd-worker.";
+/// Placeholder names the dry run prints for the temporary build contexts.
+const WEBUI_CONTEXT: &str = "$WEBUI_CONTEXT";
+const WORKER_CONTEXT: &str = "$WORKER_CONTEXT";
 /// Build arguments this command sets itself on the worker build.
 const SET_BY_XTASK: [&str; 3] = ["WEBUI_IMAGE", "RUNTIME_VERSION", "RUNTIME_REVISION"];
 
