@@ -30,6 +30,9 @@ Checkpoints: --ckpt (when the file exists), *.safetensors / *.ckpt under --ckpt-
 (with "sd_model_name": null), so the demo needs no model file. "Hashes" are derived from path,
 size and modification time (never read the file), and absent with --no-hashing, like A1111's.
 
+Accepted but not simulated: every flag that only matters to a real model or the Gradio UI, and
+--api-auth, --tls-*, --subpath, --cors-* (the worker uses none of them).
+
 Environment knobs (all optional):
     DEMO_WEBUI_STARTUP_DELAY       seconds before the port is bound (A1111's imports). Default 0.
     DEMO_WEBUI_MODEL_LOAD_SECONDS  seconds the background model load takes; txt2img/img2img wait

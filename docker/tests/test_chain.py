@@ -50,10 +50,12 @@ def chain_env(tmp_path, handler_args, **extra):
     return env
 
 
-def test_job_through_worker_runtime(spawn, tmp_path):
+@pytest.mark.parametrize("handler_start", ["gate", "after-ready"])
+def test_job_through_worker_runtime(spawn, tmp_path, handler_start):
     job = {"input": {"prompt": "a harbour", "seed": 3, "steps": 2, "width": 128, "height": 64,
                      "batch_size": 2}}
-    env = chain_env(tmp_path, f"--test_input {shlex.quote(json.dumps(job))}")
+    env = chain_env(tmp_path, f"--test_input {shlex.quote(json.dumps(job))}",
+                    HANDLER_START=handler_start)
     process = spawn([str(RUNTIME)], env=env)
     assert process.wait(60) == 0, process.output
     out = process.output
@@ -67,6 +69,8 @@ def test_job_through_worker_runtime(spawn, tmp_path):
     assert [decode_png_b64(image)[:2] for image in result["images"]] == [(128, 64), (128, 64)]
     assert result["info"]["all_seeds"] == [3, 4]
     assert "iVBORw0K" not in out  # no image data in the logs
+    # Without the gate (after-ready) the handler checks the WebUI itself, and finds it up.
+    assert ("WebUI API ready after" in out) == (handler_start == "after-ready")
     assert processes_with(env["CHAIN_TEST_MARKER"]) == []
 
 
