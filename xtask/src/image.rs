@@ -106,7 +106,7 @@ fn run_docker_build(sh: &Shell, root: &Path, build: &DockerBuild) -> Result<()> 
         .context("cannot create a temporary build context")?;
     for file in &build.files {
         let source = root.join(&file.source);
-        let dest = context.path().join(&file.dest);
+        let dest = context.path().join(file.dest);
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
