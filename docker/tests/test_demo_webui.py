@@ -433,3 +433,21 @@ def test_base64_helpers_accept_data_urls():
     png = webui.render_png(8, 8, b"y", "")
     encoded = "data:image/png;base64," + base64.b64encode(png).decode()
     assert webui.decode_image(encoded) == png
+
+
+def test_exit_at_start_knob_exits_with_its_status_without_binding(spawn):
+    process = spawn([PYTHON, str(DEMO_WEBUI), "--nowebui", "--port", "0"], cwd=str(DEMO_DIR),
+                    env={"DEMO_WEBUI_EXIT_AT_START": "7"})
+    assert process.wait() == 7
+    assert "start-up failed (DEMO_WEBUI_EXIT_AT_START=7)" in process.output
+    assert "Uvicorn running" not in process.output
+
+
+def test_ignore_sigterm_knob_leaves_only_sigkill(spawn):
+    demo = start_demo(spawn, env={"DEMO_WEBUI_IGNORE_SIGTERM": "1"})
+    demo.process.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert demo.process.proc.poll() is None
+    assert http("GET", f"{demo.url}/sdapi/v1/sd-models")[0] == 200
+    demo.process.signal(signal.SIGKILL)
+    assert demo.process.wait() == -signal.SIGKILL
