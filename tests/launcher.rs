@@ -453,6 +453,17 @@ fn a_port_already_in_use_is_refused_before_the_probe_could_be_fooled() {
 }
 
 #[test]
+fn a_relative_webui_dir_works_from_the_callers_directory() {
+    let fixture = Fixture::new().env("WEBUI_DIR", "webui");
+    let mut command = fixture.command();
+    command.current_dir(fixture.dir.path());
+    let output = command.output().expect("runs");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    assert!(log.contains("Shutdown complete."), "{log}");
+}
+
+#[test]
 fn webui_args_prints_the_exact_command_line() {
     let fixture = Fixture::new().env("WEBUI_EXTRA_ARGS", "--styles-file 'my styles.csv'");
     let output = fixture.command().arg("webui-args").output().expect("runs");

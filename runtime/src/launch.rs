@@ -44,7 +44,11 @@ pub struct Plan {
 impl Plan {
     /// One line per problem, saying which setting to fix and how.
     pub fn from_config(config: &Config) -> Result<Plan, String> {
-        let webui_script = config.webui_dir.join("webui.py");
+        // The WebUI runs with its checkout as working directory: a relative path would then
+        // point somewhere else.
+        let webui_dir =
+            std::path::absolute(&config.webui_dir).unwrap_or_else(|_| config.webui_dir.clone());
+        let webui_script = webui_dir.join("webui.py");
         if !webui_script.is_file() {
             return Err(format!(
                 "WEBUI_DIR={}: no webui.py there; point WEBUI_DIR at an A1111 checkout \
@@ -73,7 +77,7 @@ impl Plan {
         })?;
         Ok(Plan {
             webui_python: find_python("WEBUI_PYTHON", config.webui_python.as_deref())?,
-            webui_dir: config.webui_dir.clone(),
+            webui_dir,
             webui_script,
             extra_args,
             handler_python: find_python("HANDLER_PYTHON", config.handler_python.as_deref())?,
