@@ -3,7 +3,7 @@
 use anyhow::Context;
 use xshell::{cmd, Shell};
 
-use crate::project_root;
+use crate::{project_root, python_env};
 
 #[derive(clap::Args)]
 pub struct CiArgs {
@@ -32,11 +32,11 @@ pub fn run(args: CiArgs) -> anyhow::Result<()> {
     )
     .run()?;
     step("python environment");
-    let python = project_root().join(".venv/bin/python");
+    let python = python_env::ensure_venv(&sh)?;
     step("Rust tests: unit, codegen freshness, launcher end to end, CUDA check, containers");
     cmd!(sh, "cargo test --workspace").run()?;
     step("Python tests: handler and demo WebUI on the real runpod SDK");
-    cmd!(sh, "{python} -m pytest -q docker/tests").run()?;
+    cmd!(sh, "{python} -m pytest -q -n auto docker/tests").run()?;
     step("benchmark smoke run (numbers not checked; keeps the bench from rotting)");
     cmd!(sh, "cargo xtask bench --quick --no-write").run()?;
     println!("\nci: all checks passed");
