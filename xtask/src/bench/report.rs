@@ -536,15 +536,16 @@ mode with one tiny job), in one run, alternating, {runs} runs each per scenario.
   may run at the same time (load average {load_before} before, {load_after} after); treat
   differences of a few milliseconds as noise.
 - Command: `{command}`
-- Code: {commit}; Python {python}, runpod {runpod}; tcmalloc on for both ({tcmalloc}).
+- Code: {commit} (worker-runtime built from it); Python {python}, runpod {runpod}; tcmalloc on
+  for both ({tcmalloc}).
 
 ## Results
 
 {table}
 Ratios are worker-runtime's median divided by start.sh's: below 1 is better. \"Never\" rows are
 runs the reference does not end by itself; the bench stops them after the cap. Two moments read by
-different threads of the bench can be out of order by a millisecond or so on this machine, hence
-the odd negative minimum near 0.
+different threads of the bench can come out of order by a millisecond or so on this machine: a
+value that close to 0, of either sign, means \"at once\".
 
 ## Findings
 
