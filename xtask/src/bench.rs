@@ -172,6 +172,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
 
+    // Read with the build, so the page names the code that was measured even if the tree moves on
+    // during the runs.
+    let commit = commit(&sh);
     let load_before = load_average();
     let started = Instant::now();
     println!(
@@ -244,7 +247,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .unwrap_or_else(|_| "unknown".into()),
         load_before,
         load_after,
-        commit: commit(&sh),
+        commit,
         python: cmd!(
             sh,
             "{python} -c 'import platform; print(platform.python_version())'"
@@ -440,7 +443,8 @@ fn warn_if_handler_was_late(trials: &[Trial]) {
     }
 }
 
-/// The round whose worker-runtime readiness overhead is nearest the median, both launchers.
+/// The round that best stands for all of them: both launchers' readiness overheads nearest their
+/// medians (distances relative to each median, summed), so the picture shows typical runs.
 fn timeline_pair(trials: &[Trial]) -> Option<(&Trial, &Trial)> {
     let normal = |launcher: Launcher| -> Vec<&Trial> {
         trials
@@ -453,14 +457,23 @@ fn timeline_pair(trials: &[Trial]) -> Option<(&Trial, &Trial)> {
     let overhead = |t: &Trial| -> Option<f64> {
         Some(t.marks.serving?.as_secs_f64() - t.marks.webui_ready?.as_secs_f64())
     };
-    let values: Vec<f64> = runtimes.iter().filter_map(|t| overhead(t)).collect();
-    let median = stats::Summary::of(&values)?.median;
+    let median = |runs: &[&Trial]| -> Option<f64> {
+        let values: Vec<f64> = runs.iter().filter_map(|t| overhead(t)).collect();
+        stats::Summary::of(&values).map(|s| s.median)
+    };
+    let (rt_median, rf_median) = (median(&runtimes)?, median(&references)?);
+    let distance = |i: usize| -> Option<f64> {
+        let rt = overhead(runtimes[i])?;
+        let rf = overhead(references[i])?;
+        Some(
+            (rt - rt_median).abs() / rt_median.abs().max(1e-3)
+                + (rf - rf_median).abs() / rf_median.abs().max(1e-3),
+        )
+    };
     let round = (0..runtimes.len().min(references.len()))
-        .filter(|i| overhead(runtimes[*i]).is_some() && overhead(references[*i]).is_some())
-        .min_by(|a, b| {
-            let d = |i: &usize| overhead(runtimes[*i]).map_or(f64::MAX, |o| (o - median).abs());
-            d(a).total_cmp(&d(b))
-        })?;
+        .filter_map(|i| distance(i).map(|d| (i, d)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))?
+        .0;
     Some((references[round], runtimes[round]))
 }
 

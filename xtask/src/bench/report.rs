@@ -554,7 +554,7 @@ value that close to 0, of either sign, means \"at once\".
 ![Start-up timeline of both launchers](startup-timeline.svg)
 
 [docs/startup-timeline.svg](startup-timeline.svg): one run of each launcher from the same round
-(the one whose worker-runtime readiness overhead is nearest the median), phase by phase, with the
+(the round whose two readiness overheads are nearest their medians), phase by phase, with the
 moments around readiness and teardown magnified.
 
 ## What is measured, and how
