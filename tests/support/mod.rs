@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use runtime::process_tree;
 use tempfile::TempDir;
 
 const FAKE_WEBUI: &str = include_str!("fake_webui.py");
@@ -227,42 +228,16 @@ impl Running {
 
 /// Whether `pid` is a live process (zombies count as gone: they run nothing).
 pub fn alive(pid: Pid) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    process_tree::stat(pid.as_raw()).is_some_and(|s| s.is_live())
 }
 
 /// Zombie children of `parent`: processes it has not reaped.
 pub fn zombies_of(parent: Pid) -> Vec<Pid> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let (state, ppid) = (
-            fields.next(),
-            fields.next().and_then(|p| p.parse::<i32>().ok()),
-        );
-        if state == Some("Z") && ppid == Some(parent.as_raw()) {
-            found.push(Pid::from_raw(pid));
-        }
-    }
-    found
+    process_tree::snapshot()
+        .into_iter()
+        .filter(|(_, s)| s.state == 'Z' && s.ppid == parent.as_raw())
+        .map(|(pid, _)| Pid::from_raw(pid))
+        .collect()
 }
 
 /// Index of the first line containing `needle`, for order assertions.

@@ -2,13 +2,13 @@
 //! process tree under a launcher (/proc), a launcher's own memory, free loopback ports, and a way to
 //! stop whatever a run left behind.
 
-use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::mpsc::Sender;
 use std::thread;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use runtime::process_tree;
 
 /// A loopback port nobody listens on right now. The bench takes a fresh one per run, so a WebUI
 /// that outlived its run (or anything else on the machine) cannot answer for the next one.
@@ -62,36 +62,6 @@ pub fn watch_exit<E: Send + 'static>(
     true
 }
 
-/// (pid, parent pid) of every process on the machine. Processes come and go while /proc is read;
-/// one that vanished midway is simply missing.
-fn parents() -> HashMap<i32, i32> {
-    let mut map = HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return map;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Some(ppid) = parent_of(pid) {
-            map.insert(pid, ppid);
-        }
-    }
-    map
-}
-
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may itself contain spaces and parentheses: the
-    // fields that follow start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// The argv of a process, or empty when it is gone.
 pub fn cmdline(pid: i32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -107,27 +77,19 @@ pub fn cmdline(pid: i32) -> Vec<String> {
 /// Direct children of `pid`. (The kernel's /proc/<pid>/task/<tid>/children is not built into
 /// every kernel, e.g. not on our build machines, so parents are read from each process's stat.)
 pub fn children(pid: i32) -> Vec<i32> {
-    parents()
+    process_tree::snapshot()
         .into_iter()
-        .filter(|(_, ppid)| *ppid == pid)
+        .filter(|(_, stat)| stat.ppid == pid)
         .map(|(child, _)| child)
         .collect()
 }
 
-/// Every process below `root`, at any depth.
+/// Every live process below `root`, at any depth.
 pub fn descendants(root: i32) -> Vec<i32> {
-    let map = parents();
-    let mut found = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(parent) = frontier.pop() {
-        for (child, ppid) in &map {
-            if *ppid == parent && !found.contains(child) {
-                found.push(*child);
-                frontier.push(*child);
-            }
-        }
-    }
-    found
+    process_tree::live_descendants(process_tree::Pid::from_raw(root))
+        .into_iter()
+        .map(|p| p.as_raw())
+        .collect()
 }
 
 /// SIGKILL to `root` and everything below it: how the bench ends a run that would never end on its
