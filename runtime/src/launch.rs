@@ -237,17 +237,15 @@ impl Lifecycle<'_> {
             }
         }
 
-        match self.start_probe(started) {
-            Ok(probe) => {
-                let code = self.supervise(started);
-                drop(probe);
-                code
-            }
+        // Dropping the probe when supervision ends stops its thread.
+        let _probe = match self.start_probe(started) {
+            Ok(probe) => probe,
             Err(e) => {
                 error!("cannot start the readiness probe: {e}");
-                self.shutdown(exit_code::SPAWN_FAILED)
+                return self.shutdown(exit_code::SPAWN_FAILED);
             }
-        }
+        };
+        self.supervise(started)
     }
 
     fn start_probe(&mut self, started: Instant) -> std::io::Result<readiness::Probe> {
