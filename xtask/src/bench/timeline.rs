@@ -135,6 +135,17 @@ impl Svg {
         self.y += 40.0;
     }
 
+    /// The title of a launcher's block or of a magnified strip, on the line at `self.y`.
+    fn heading(&mut self, text: &str) {
+        self.text(
+            20.0,
+            self.y + 14.0,
+            14.0,
+            r##"font-weight="bold" fill="#111""##,
+            text,
+        );
+    }
+
     fn lane_label(&mut self, y: f64, text: &str) {
         self.text(
             PLOT_X0 - 8.0,
@@ -220,13 +231,7 @@ fn whole_run_block(svg: &mut Svg, scale: &Scale, trial: &Trial) {
         Launcher::Reference => "start.sh (seed)",
         Launcher::Runtime => "worker-runtime",
     };
-    svg.text(
-        20.0,
-        y + 14.0,
-        14.0,
-        r##"font-weight="bold" fill="#111""##,
-        title,
-    );
+    svg.heading(title);
     let overhead = ms(secs(m.webui_ready), secs(m.serving));
     let teardown = ms(secs(m.handler_exit), secs(m.launcher_exit));
     svg.text(
@@ -325,24 +330,24 @@ fn whole_run_block(svg: &mut Svg, scale: &Scale, trial: &Trial) {
     svg.y = lanes[2] + LANE_H + 20.0;
 }
 
-/// Both launchers aligned on the WebUI's readiness: from there to the handler serving.
-fn readiness_strip(svg: &mut Svg, reference: &Trial, runtime: &Trial) {
-    let longest = [reference, runtime]
-        .iter()
-        .filter_map(|t| ms(secs(t.marks.webui_ready), secs(t.marks.serving)))
-        .fold(0.0_f64, f64::max);
+/// One rule scales both magnified strips, so that they read alike: from 20 ms before the moment
+/// the strip is aligned on to the longer of the two launchers' gaps (in ms) with 30 ms to spare,
+/// rounded up to 50 ms and never under 100 ms.
+fn strip_scale(gaps_ms: [Option<f64>; 2]) -> Scale {
+    let longest = gaps_ms.into_iter().flatten().fold(0.0_f64, f64::max);
     let span = ((longest + 30.0) / 50.0).ceil() * 50.0 / 1000.0;
-    let scale = Scale {
+    Scale {
         t0: -0.02,
         t1: span.max(0.1),
-    };
-    svg.text(
-        20.0,
-        svg.y + 14.0,
-        14.0,
-        r##"font-weight="bold" fill="#111""##,
-        "Magnified: WebUI ready → handler serving",
+    }
+}
+
+/// Both launchers aligned on the WebUI's readiness: from there to the handler serving.
+fn readiness_strip(svg: &mut Svg, reference: &Trial, runtime: &Trial) {
+    let scale = strip_scale(
+        [reference, runtime].map(|t| ms(secs(t.marks.webui_ready), secs(t.marks.serving))),
     );
+    svg.heading("Magnified: WebUI ready → handler serving");
     svg.y += 24.0;
     let top = svg.y;
     for trial in [reference, runtime] {
@@ -397,22 +402,10 @@ fn readiness_strip(svg: &mut Svg, reference: &Trial, runtime: &Trial) {
 
 /// Both launchers aligned on the handler's exit: the WebUI's shutdown and the launcher's exit.
 fn teardown_strip(svg: &mut Svg, reference: &Trial, runtime: &Trial) {
-    let longest = [reference, runtime]
-        .iter()
-        .filter_map(|t| ms(secs(t.marks.handler_exit), secs(t.marks.launcher_exit)))
-        .fold(0.0_f64, f64::max);
-    let span = ((longest + 30.0) / 50.0).ceil() * 50.0 / 1000.0;
-    let scale = Scale {
-        t0: -0.02,
-        t1: span.max(0.1),
-    };
-    svg.text(
-        20.0,
-        svg.y + 14.0,
-        14.0,
-        r##"font-weight="bold" fill="#111""##,
-        "Magnified: handler exit → launcher exit (WebUI obeys SIGTERM)",
+    let scale = strip_scale(
+        [reference, runtime].map(|t| ms(secs(t.marks.handler_exit), secs(t.marks.launcher_exit))),
     );
+    svg.heading("Magnified: handler exit → launcher exit (WebUI obeys SIGTERM)");
     svg.y += 24.0;
     let top = svg.y;
     for trial in [reference, runtime] {
