@@ -53,6 +53,11 @@ fn ms_between(a: Option<Duration>, b: Option<Duration>) -> Option<f64> {
     Some((b?.as_secs_f64() - a?.as_secs_f64()) * 1000.0)
 }
 
+/// Marks count from the launcher's spawn, so a mark alone is the time since launch.
+fn ms_after_launch(mark: Option<Duration>) -> Option<f64> {
+    mark.map(|d| d.as_secs_f64() * 1000.0)
+}
+
 fn samples(
     trials: &[Trial],
     launcher: Launcher,
@@ -105,47 +110,39 @@ pub fn rows(trials: &[Trial], ctx: &Context) -> Vec<Row> {
     let mut rows = Vec::new();
 
     let readiness = |t: &Trial| ms_between(t.marks.webui_ready, t.marks.serving);
-    let (runtime, reference) = both(Normal, "", readiness);
     rows.push(goal_row(
         "1. Readiness overhead: WebUI answers 200 → handler serving",
         "< 30 ms median",
         30.0,
         "ms",
         stats::ms,
-        runtime,
-        reference,
+        both(Normal, "", readiness),
     ));
 
     let teardown = |t: &Trial| ms_between(t.marks.handler_exit, t.marks.launcher_exit);
-    let (runtime, reference) = both(Normal, "", teardown);
     rows.push(goal_row(
         "2a. Teardown, WebUI obeys SIGTERM: handler exit → launcher exit",
         "< 100 ms",
         100.0,
         "ms",
         stats::ms,
-        runtime,
-        reference,
+        both(Normal, "", teardown),
     ));
-    let (runtime, reference) = both(Normal, "", |t| {
-        ms_between(t.marks.handler_exit, t.marks.webui_exit)
-    });
     rows.push(context_row(
         "↳ of which the WebUI's own shutdown (handler exit → WebUI exit)",
         "ms",
         stats::ms,
-        runtime,
-        reference,
+        both(Normal, "", |t| {
+            ms_between(t.marks.handler_exit, t.marks.webui_exit)
+        }),
     ));
-    let (runtime, reference) = both(Normal, "", |t| {
-        ms_between(t.marks.webui_exit, t.marks.launcher_exit)
-    });
     rows.push(context_row(
         "↳ the launcher's own part (WebUI exit → launcher exit)",
         "ms",
         stats::ms,
-        runtime,
-        reference,
+        both(Normal, "", |t| {
+            ms_between(t.marks.webui_exit, t.marks.launcher_exit)
+        }),
     ));
     let never_teardown =
         format!("never: `wait` hangs on the WebUI (stopped by the bench after {cap} s)");
@@ -165,15 +162,13 @@ pub fn rows(trials: &[Trial], ctx: &Context) -> Vec<Row> {
     });
 
     let rss = |t: &Trial| t.peak_rss_kib.map(|k| k as f64 * 1024.0 / 1e6);
-    let (runtime, reference) = both(Normal, "", rss);
     rows.push(goal_row(
         "3. Launcher's own peak RSS while the WebUI runs (VmHWM)",
         "< 10 MB",
         10.0,
         "MB",
         stats::mb,
-        runtime,
-        reference,
+        both(Normal, "", rss),
     ));
 
     let runtime = cell(trials, Runtime, NoTcmalloc, "", rss);
@@ -194,46 +189,34 @@ pub fn rows(trials: &[Trial], ctx: &Context) -> Vec<Row> {
     let never_crash = format!(
         "never: the handler's wait loop has no time limit (stopped by the bench {cap} s after the crash)"
     );
-    let (runtime, reference) = both(CrashAtStart, &never_crash, |t| {
-        t.marks.noticed_crash.map(|d| d.as_secs_f64() * 1000.0)
-    });
     rows.push(context_row(
         "4. WebUI crashes at start: launch → launcher reports it",
         "ms",
         stats::ms,
-        runtime,
-        reference,
+        both(CrashAtStart, &never_crash, |t| {
+            ms_after_launch(t.marks.noticed_crash)
+        }),
     ));
-    let (runtime, reference) = both(CrashAtStart, &never_crash, |t| {
-        ms_between(t.marks.webui_exit, t.marks.launcher_exit)
-    });
     rows.push(context_row(
         "↳ WebUI exit → launcher exits (the container ends; RunPod can replace it)",
         "ms",
         stats::ms,
-        runtime,
-        reference,
+        both(CrashAtStart, &never_crash, |t| {
+            ms_between(t.marks.webui_exit, t.marks.launcher_exit)
+        }),
     ));
 
-    let (runtime, reference) = both(Normal, "", |t| {
-        t.marks.webui_started.map(|d| d.as_secs_f64() * 1000.0)
-    });
     rows.push(context_row(
         "Launcher start: launch → WebUI started (its PID line)",
         "ms",
         stats::ms,
-        runtime,
-        reference,
+        both(Normal, "", |t| ms_after_launch(t.marks.webui_started)),
     ));
-    let (runtime, reference) = both(Normal, "", |t| {
-        t.marks.serving.map(|d| d.as_secs_f64() * 1000.0)
-    });
     rows.push(context_row(
         "Cold start: launch → handler serving (WebUI start-up included)",
         "ms",
         stats::ms,
-        runtime,
-        reference,
+        both(Normal, "", |t| ms_after_launch(t.marks.serving)),
     ));
     rows
 }
@@ -244,8 +227,7 @@ fn goal_row(
     limit: f64,
     unit: &'static str,
     fmt: fn(f64) -> String,
-    runtime: Cell,
-    reference: Cell,
+    (runtime, reference): (Cell, Cell),
 ) -> Row {
     let met = match &runtime {
         Cell::Measured(s) => Some(s.median < limit),
@@ -266,8 +248,7 @@ fn context_row(
     figure: &'static str,
     unit: &'static str,
     fmt: fn(f64) -> String,
-    runtime: Cell,
-    reference: Cell,
+    (runtime, reference): (Cell, Cell),
 ) -> Row {
     Row {
         figure,
@@ -468,7 +449,7 @@ pub fn findings(trials: &[Trial], ctx: &Context) -> Vec<String> {
         }
         out.push(text);
     }
-    let reported = |t: &Trial| t.marks.noticed_crash.map(|d| d.as_secs_f64() * 1000.0);
+    let reported = |t: &Trial| ms_after_launch(t.marks.noticed_crash);
     let exits = |t: &Trial| ms_between(t.marks.webui_exit, t.marks.launcher_exit);
     if let (Some(at), Some(exit)) = (
         median(trials, Runtime, CrashAtStart, reported),
