@@ -48,6 +48,11 @@ fn probe_loop(base_url: &str, mut notify: File, stop: &AtomicBool, started: Inst
         .http_status_as_error(false)
         // The API is on loopback: an HTTP_PROXY in the container's environment must not apply.
         .proxy(None)
+        // The probe sends a bare GET and reads only the status line: ureq's 128 KiB default
+        // buffers per connection would be most of the launcher's memory.
+        .input_buffer_size(16 * 1024)
+        .max_response_header_size(16 * 1024)
+        .output_buffer_size(4 * 1024)
         .build()
         .into();
     let mut next_progress = started + PROGRESS_EVERY;
