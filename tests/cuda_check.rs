@@ -378,8 +378,8 @@ fn missing_facts_are_skipped_and_said_never_guessed() {
     assert!(out.has_line("ℹ 3 of 6 checks skipped (see above)"));
     let json = case.check_json().json();
     assert_eq!(json["facts"]["status"], "missing");
-    // Inside A1111's xformers range and nothing known: --xformers stays, A1111 decides.
-    assert_eq!(json["xformers_usable"], true);
+    // Inside A1111's xformers range but nothing confirms xformers: the launcher drops the flag.
+    assert_eq!(json["xformers_usable"], false);
 }
 
 #[test]
@@ -829,4 +829,82 @@ fn launch_step_turns_a_crashed_or_silent_check_into_a_failure() {
     );
     assert_eq!(v.code, 2);
     assert!(log.contains("cannot start the CUDA check"), "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the verdict does to the WebUI's command line
+
+/// `worker-runtime webui-args` for this case, as words.
+fn webui_words(case: &Case, extra_env: &[(&str, &str)]) -> Vec<String> {
+    let dir = case.dir.path();
+    std::fs::write(dir.join("webui.py"), "").expect("write webui.py");
+    std::fs::write(dir.join("handler.py"), "").expect("write handler.py");
+    let mut cmd = case.command(&["webui-args"]);
+    cmd.env("WEBUI_DIR", dir)
+        .env("HANDLER_PATH", dir.join("handler.py"))
+        .env("WEBUI_PYTHON", "python3")
+        .env("HANDLER_PYTHON", "python3")
+        .env("CUDA_CHECK", "warn")
+        .env_remove("WEBUI_DEVICE");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run worker-runtime webui-args");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    shell_words::split(String::from_utf8_lossy(&out.stdout).trim()).expect("shell words")
+}
+
+#[test]
+fn xformers_is_passed_only_when_the_gpu_check_confirms_it() {
+    let xformers = xformers_for("2.11.0+cu130");
+    let confirmed = Case::new()
+        .devices(H200)
+        .facts(&[TORCH_2_11_CU130, &xformers]);
+    assert!(webui_words(&confirmed, &[]).contains(&"--xformers".to_string()));
+
+    // No facts: nothing says xformers works, so A1111 must not be told to use it.
+    let unknown = Case::new().devices(H200);
+    let words = webui_words(&unknown, &[]);
+    assert!(!words.contains(&"--xformers".to_string()), "{words:?}");
+    assert!(words.contains(&"--opt-sdp-attention".to_string()));
+
+    // No check at all.
+    let words = webui_words(&confirmed, &[("CUDA_CHECK", "off")]);
+    assert!(!words.contains(&"--xformers".to_string()), "{words:?}");
+
+    // No driver: the check fails, xformers is not confirmed.
+    let words = webui_words(&Case::new().lib(no_driver()), &[]);
+    assert!(!words.contains(&"--xformers".to_string()), "{words:?}");
+}
+
+#[test]
+fn a_cpu_worker_gets_a1111s_cpu_flags_and_no_gpu_check() {
+    let xformers = xformers_for("2.11.0+cu130");
+    let case = Case::new()
+        .devices(H200)
+        .facts(&[TORCH_2_11_CU130, &xformers]);
+    let words = webui_words(&case, &[("WEBUI_DEVICE", "cpu")]);
+    let line = words.join(" ");
+    assert!(
+        line.contains("--use-cpu all --no-half --precision full"),
+        "{line}"
+    );
+    assert!(!words.contains(&"--xformers".to_string()), "{line}");
+
+    let bad = case
+        .command(&["webui-args"])
+        .env("WEBUI_DEVICE", "cuda")
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("invalid value 'cuda'") && err.contains("gpu, cpu"),
+        "{err}"
+    );
 }

@@ -107,6 +107,11 @@ pub struct Config {
     #[arg(long, env = "CUDA_CHECK", value_enum, default_value_t = CudaCheckMode::Warn, global = true)]
     pub cuda_check: CudaCheckMode,
 
+    /// Where A1111 computes: gpu, or cpu (adds --use-cpu all --no-half --precision full, drops
+    /// --xformers, skips the GPU check) for a machine without a GPU.
+    #[arg(long, env = "WEBUI_DEVICE", value_enum, default_value_t = WebuiDevice::Gpu, global = true)]
+    pub webui_device: WebuiDevice,
+
     /// Checkpoint baked into the image, loaded at start (--ckpt).
     #[arg(
         long,
@@ -157,7 +162,17 @@ pub fn parse() -> Result<Cli, std::process::ExitCode> {
         Err(e) => {
             let rendered = e.render().to_string();
             let line = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("worker-runtime: {}", line.trim_start_matches("error: "));
+            // clap puts the choices on a later line; the one line must say what to write.
+            let choices = match e.get(clap::error::ContextKind::ValidValue) {
+                Some(clap::error::ContextValue::Strings(values)) => {
+                    format!(": use one of {}", values.join(", "))
+                }
+                _ => String::new(),
+            };
+            eprintln!(
+                "worker-runtime: {}{choices}",
+                line.trim_start_matches("error: ")
+            );
             Err(std::process::ExitCode::from(crate::exit_code::BAD_CONFIG))
         }
     }
@@ -173,6 +188,12 @@ impl Config {
 pub enum HandlerStart {
     Gate,
     AfterReady,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WebuiDevice {
+    Gpu,
+    Cpu,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

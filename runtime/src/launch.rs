@@ -13,13 +13,13 @@ use std::time::Instant;
 use nix::fcntl::OFlag;
 use tracing::{error, info, warn};
 
-use crate::cli::{Config, CudaCheckMode, HandlerStart};
+use crate::cli::{Config, CudaCheckMode, HandlerStart, WebuiDevice};
 use crate::cuda;
 use crate::exit_code;
 use crate::readiness;
 use crate::supervisor::{Event, Role, Supervisor};
 use crate::tcmalloc::TcmallocStatus;
-use crate::webui_flags;
+use crate::webui_flags::{self, Conditions};
 
 const BANNER: &str = "==============================================";
 
@@ -88,13 +88,13 @@ impl Plan {
     }
 
     /// The WebUI's argv, program first.
-    pub fn webui_argv(&self, config: &Config, xformers_usable: bool) -> Vec<OsString> {
+    pub fn webui_argv(&self, config: &Config, conditions: Conditions) -> Vec<OsString> {
         let mut argv = vec![
             self.webui_python.clone().into_os_string(),
             self.webui_script.clone().into_os_string(),
         ];
         argv.extend(
-            webui_flags::base_args(config, xformers_usable)
+            webui_flags::base_args(config, conditions)
                 .into_iter()
                 .map(OsString::from),
         );
@@ -146,14 +146,33 @@ pub fn print_webui_command(config: &Config) -> ExitCode {
             return ExitCode::from(exit_code::BAD_CONFIG);
         }
     };
-    let xformers_usable = cuda::launch_step(config.cuda_check).is_none_or(|v| v.xformers_usable);
+    let (_, conditions) = gpu_step(config);
     let argv: Vec<String> = plan
-        .webui_argv(config, xformers_usable)
+        .webui_argv(config, conditions)
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     println!("{}", shell_words::join(argv));
     ExitCode::SUCCESS
+}
+
+/// The GPU check (none for `WEBUI_DEVICE=cpu`) and what it means for the flag set: xformers only
+/// when the check confirmed it.
+fn gpu_step(config: &Config) -> (Option<cuda::LaunchVerdict>, Conditions) {
+    if config.webui_device == WebuiDevice::Cpu {
+        info!("WEBUI_DEVICE=cpu: no GPU check; A1111 computes on the CPU (--use-cpu all --no-half --precision full)");
+        return (
+            None,
+            Conditions {
+                xformers_confirmed: false,
+            },
+        );
+    }
+    let verdict = cuda::launch_step(config.cuda_check);
+    let conditions = Conditions {
+        xformers_confirmed: verdict.is_some_and(|v| v.xformers_usable),
+    };
+    (verdict, conditions)
 }
 
 /// The whole worker lifecycle; returns the runtime's exit status.
@@ -192,7 +211,7 @@ struct Lifecycle<'a> {
 
 impl Lifecycle<'_> {
     fn run(&mut self, tcmalloc: TcmallocStatus) -> u8 {
-        let verdict = cuda::launch_step(self.config.cuda_check);
+        let (verdict, conditions) = gpu_step(self.config);
         if let Some(verdict) = verdict {
             if verdict.code >= 2 && self.config.cuda_check == CudaCheckMode::Strict {
                 error!(
@@ -207,20 +226,19 @@ impl Lifecycle<'_> {
             info!("received {signal} before the WebUI started");
             return exit_code::from_signal(signal as i32);
         }
-        let xformers_usable = verdict.is_none_or(|v| v.xformers_usable);
 
         tcmalloc.log();
         info!("{BANNER}");
         info!("STARTING WEBUI API");
         info!("{BANNER}");
         self.log_model_locations();
-        if !xformers_usable {
-            info!("xformers cannot be used on this GPU/image: --xformers dropped, --opt-sdp-attention kept");
+        if !conditions.xformers_confirmed && self.config.webui_device == WebuiDevice::Gpu {
+            info!("xformers not confirmed by the GPU check: --xformers dropped, --opt-sdp-attention kept");
         }
         warn!("--disable-safe-unpickle is in effect: load only checkpoints you trust");
 
         let started = Instant::now();
-        let webui_argv = self.plan.webui_argv(self.config, xformers_usable);
+        let webui_argv = self.plan.webui_argv(self.config, conditions);
         let mut webui = Command::new(&webui_argv[0]);
         webui
             .args(&webui_argv[1..])

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::OnceLock;
 
-use crate::cli::Config;
+use crate::cli::{Config, WebuiDevice};
 
 /// A1111 v1.10's argparse definitions (flag, kind, default), copied from ../shared/a1111.
 const CATALOG_TSV: &str = include_str!("a1111-cmd-flags-v1.10.tsv");
@@ -22,12 +22,22 @@ pub enum FlagValue {
     Setting(&'static str, fn(&Config) -> String),
 }
 
-/// When a flag is left out.
+/// When a flag is passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DroppedWhen {
-    Never,
-    /// The CUDA check found that A1111 would not use xformers on this GPU or image.
-    XformersUnusable,
+pub enum When {
+    Always,
+    /// The GPU check confirmed that A1111 can use xformers on this GPU and image. Not confirmed
+    /// (CUDA_CHECK=off, no image facts, a CPU run) means dropped: with xformers installed but
+    /// unusable, A1111's VAE still takes its kernels and every generation fails.
+    XformersConfirmed,
+    /// WEBUI_DEVICE=cpu.
+    Cpu,
+}
+
+/// What the flag set depends on besides the settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conditions {
+    pub xformers_confirmed: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +45,7 @@ pub struct WebuiFlag {
     pub name: &'static str,
     pub value: FlagValue,
     pub why: &'static str,
-    pub dropped_when: DroppedWhen,
+    pub when: When,
 }
 
 const fn flag(name: &'static str, why: &'static str) -> WebuiFlag {
@@ -43,7 +53,16 @@ const fn flag(name: &'static str, why: &'static str) -> WebuiFlag {
         name,
         value: FlagValue::None,
         why,
-        dropped_when: DroppedWhen::Never,
+        when: When::Always,
+    }
+}
+
+const fn cpu_flag(name: &'static str, value: FlagValue, why: &'static str) -> WebuiFlag {
+    WebuiFlag {
+        name,
+        value,
+        why,
+        when: When::Cpu,
     }
 }
 
@@ -57,7 +76,7 @@ const fn setting(
         name,
         value: FlagValue::Setting(env, read),
         why,
-        dropped_when: DroppedWhen::Never,
+        when: When::Always,
     }
 }
 
@@ -67,9 +86,10 @@ pub const FLAG_SET: &[WebuiFlag] = &[
         name: "--xformers",
         value: FlagValue::None,
         why: "Memory-efficient attention. A1111 v1.10 only uses xformers for compute capability \
-              6.0-9.0, so the flag is dropped where the CUDA check says it cannot be used \
-              (RTX 5090, B200) and `--opt-sdp-attention` takes over.",
-        dropped_when: DroppedWhen::XformersUnusable,
+              6.0-9.0, and with xformers installed but unusable every generation fails, so the \
+              flag is passed only where the CUDA check confirms it (not on RTX 5090 or B200, not \
+              with `CUDA_CHECK=off`, not on the CPU); `--opt-sdp-attention` does the work otherwise.",
+        when: When::XformersConfirmed,
     },
     flag(
         "--no-half-vae",
@@ -132,7 +152,7 @@ pub const FLAG_SET: &[WebuiFlag] = &[
         value: FlagValue::Fixed("127.0.0.1"),
         why: "Binds the API to loopback: without it A1111 listens on every interface, and the \
               API must stay inside the container.",
-        dropped_when: DroppedWhen::Never,
+        when: When::Always,
     },
     flag("--api", "Serves /sdapi/v1/*."),
     flag(
@@ -152,6 +172,21 @@ pub const FLAG_SET: &[WebuiFlag] = &[
         "Never download SD 1.5 when no checkpoint is found: a worker has no business fetching \
          4 GB at start.",
     ),
+    cpu_flag(
+        "--use-cpu",
+        FlagValue::Fixed("all"),
+        "`WEBUI_DEVICE=cpu`: every model part on the CPU.",
+    ),
+    cpu_flag(
+        "--no-half",
+        FlagValue::None,
+        "`WEBUI_DEVICE=cpu`: the CPU has no fast fp16; the UNet in fp32.",
+    ),
+    cpu_flag(
+        "--precision",
+        FlagValue::Fixed("full"),
+        "`WEBUI_DEVICE=cpu`: no autocast to half precision.",
+    ),
 ];
 
 /// Flags the runtime owns: a user value would conflict with what the handler and readiness gate use.
@@ -167,11 +202,17 @@ const OWNED: &[(&str, &str)] = &[
     ),
 ];
 
-/// The flag set for this configuration, with the CUDA verdict applied.
-pub fn base_args(config: &Config, xformers_usable: bool) -> Vec<String> {
+/// The flag set for this configuration, with the GPU check's verdict applied.
+pub fn base_args(config: &Config, conditions: Conditions) -> Vec<String> {
+    let cpu = config.webui_device == WebuiDevice::Cpu;
     let mut args = Vec::new();
     for f in FLAG_SET {
-        if f.dropped_when == DroppedWhen::XformersUnusable && !xformers_usable {
+        let wanted = match f.when {
+            When::Always => true,
+            When::XformersConfirmed => conditions.xformers_confirmed && !cpu,
+            When::Cpu => cpu,
+        };
+        if !wanted {
             continue;
         }
         args.push(f.name.to_string());
@@ -344,7 +385,7 @@ pub fn markdown_doc() -> String {
          the exact command line. Extra flags (and `COMMANDLINE_ARGS`, which A1111 appends itself) \
          are checked against A1111 v1.10's flag catalog before anything starts; `--port`, \
          `--server-name` and `--listen` belong to the runtime.\n\n\
-         | Flag | Value | Why | Dropped when |\n|---|---|---|---|\n",
+         | Flag | Value | Why | Passed |\n|---|---|---|---|\n",
     );
     for f in FLAG_SET {
         let value = match f.value {
@@ -352,12 +393,13 @@ pub fn markdown_doc() -> String {
             FlagValue::Fixed(v) => format!("`{v}`"),
             FlagValue::Setting(env, _) => format!("`${env}`"),
         };
-        let dropped = match f.dropped_when {
-            DroppedWhen::Never => "never",
-            DroppedWhen::XformersUnusable => "the CUDA check finds xformers unusable",
+        let passed = match f.when {
+            When::Always => "always",
+            When::XformersConfirmed => "when the GPU check confirms xformers (never on the CPU)",
+            When::Cpu => "`WEBUI_DEVICE=cpu`",
         };
         out.push_str(&format!(
-            "| `{}` | {value} | {} | {dropped} |\n",
+            "| `{}` | {value} | {} | {passed} |\n",
             f.name, f.why
         ));
     }
@@ -388,16 +430,36 @@ mod tests {
         }
     }
 
+    const CONFIRMED: Conditions = Conditions {
+        xformers_confirmed: true,
+    };
+    const NOT_CONFIRMED: Conditions = Conditions {
+        xformers_confirmed: false,
+    };
+
     #[test]
     fn seed_flags_with_port_and_loopback() {
-        let args = base_args(&config(), true);
+        let args = base_args(&config(), CONFIRMED);
         let joined = args.join(" ");
         assert!(joined.starts_with("--xformers --no-half-vae"), "{joined}");
         assert!(joined.contains("--ckpt /model.safetensors"));
         assert!(joined.contains("--port 3000 --server-name 127.0.0.1"));
         assert!(joined.ends_with("--no-download-sd-model"));
-        assert!(!base_args(&config(), false).contains(&"--xformers".to_string()));
-        assert!(base_args(&config(), false).contains(&"--opt-sdp-attention".to_string()));
+        assert!(!joined.contains("--use-cpu"), "{joined}");
+        assert!(!base_args(&config(), NOT_CONFIRMED).contains(&"--xformers".to_string()));
+        assert!(base_args(&config(), NOT_CONFIRMED).contains(&"--opt-sdp-attention".to_string()));
+    }
+
+    #[test]
+    fn cpu_device_adds_a1111s_cpu_flags_and_never_xformers() {
+        let cpu = crate::cli::Cli::parse_from(["worker-runtime", "--webui-device", "cpu"]).config;
+        let joined = base_args(&cpu, CONFIRMED).join(" ");
+        assert!(
+            joined.ends_with("--use-cpu all --no-half --precision full"),
+            "{joined}"
+        );
+        assert!(!joined.contains("--xformers"), "{joined}");
+        assert!(joined.contains("--opt-sdp-attention"), "{joined}");
     }
 
     #[test]

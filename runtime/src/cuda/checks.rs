@@ -529,19 +529,21 @@ fn check_xformers(gpu0: Option<&DeviceInfo>, facts: &FactsState) -> (Check, bool
     };
     let f = match facts {
         FactsState::Loaded(f) => f,
-        // Unknown: keep --xformers and let A1111 decide at start, as it would without this check.
+        // Unknown: --xformers is dropped. With xformers installed but unusable (a CPU run, a
+        // mismatched build), A1111's VAE takes xformers' kernels whatever else is asked and every
+        // generation fails; SDP attention is always a safe choice.
         FactsState::Missing => {
             return (
-                Check::new(ID, TITLE, Status::Skip, "no image facts: whether xformers is installed is not known (A1111 decides at start)")
+                Check::new(ID, TITLE, Status::Skip, "no image facts: xformers not confirmed, --xformers dropped (SDP attention is used)")
                     .hint(FACTS_HINT),
-                true,
+                false,
             )
         }
         FactsState::Unreadable(e) => {
             return (
-                Check::new(ID, TITLE, Status::Skip, format!("image facts unreadable ({e}): xformers not checked"))
+                Check::new(ID, TITLE, Status::Skip, format!("image facts unreadable ({e}): xformers not confirmed, --xformers dropped"))
                     .hint(FACTS_HINT),
-                true,
+                false,
             )
         }
     };
@@ -746,7 +748,7 @@ mod tests {
         );
         assert_eq!(o.checks[5].status, Status::Warn);
         assert!(!o.xformers_usable);
-        // Inside the range, missing facts leave the decision to A1111.
+        // Inside the range, missing facts do not confirm xformers: the flag is dropped.
         let o = run(
             &probe(13000, vec![gpu("NVIDIA H200", 9, 0)]),
             &FactsState::Missing,
@@ -762,7 +764,7 @@ mod tests {
                 Status::Skip
             ]
         );
-        assert!(o.xformers_usable);
+        assert!(!o.xformers_usable);
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub fn run_in_child(exe: &Path, mode: CudaCheckMode, timeout: Duration) -> Launc
     let report = match outcome {
         Ok(report) => report,
         Err(why) => {
-            // Nothing usable came back: the verdict is a CUDA failure; --xformers stays as is
-            // (unknown), A1111 makes its own choice.
+            // Nothing usable came back: the verdict is a CUDA failure, and xformers is not
+            // confirmed, so --xformers is dropped.
             info!("{RULE}");
             info!("{BANNER}");
             info!("{RULE}");
@@ -40,7 +40,7 @@ pub fn run_in_child(exe: &Path, mode: CudaCheckMode, timeout: Duration) -> Launc
             finish(mode, VERDICT_FAILED);
             return LaunchVerdict {
                 code: VERDICT_FAILED,
-                xformers_usable: true,
+                xformers_usable: false,
             };
         }
     };
