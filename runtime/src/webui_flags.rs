@@ -97,15 +97,18 @@ pub const FLAG_SET: &[WebuiFlag] = &[
     ),
     flag(
         "--skip-python-version-check",
-        "The image pins its Python; the check would only print a warning at every start.",
+        "No effect with webui.py, which the worker starts: only launch.py checks the Python \
+         version. Kept from the seed's set so a launch.py-based start behaves the same.",
     ),
     flag(
         "--skip-torch-cuda-test",
-        "`worker-runtime cuda-check` already verified the GPU natively before the WebUI starts.",
+        "No effect with webui.py: only launch.py runs the torch CUDA test. The GPU is verified \
+         natively by `worker-runtime cuda-check` before the WebUI starts.",
     ),
     flag(
         "--skip-install",
-        "Dependencies are installed when the image is built, never at start.",
+        "No effect with webui.py: only launch.py installs packages or clones repositories. \
+         Everything is installed when the image is built.",
     ),
     setting(
         "--ckpt-dir",

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use xshell::{cmd, Shell};
 
-use crate::{project_root, python_env};
+use crate::{a1111, project_root, python_env};
 
 #[derive(clap::Args)]
 pub struct CiArgs {
@@ -36,7 +36,25 @@ pub fn run(args: CiArgs) -> anyhow::Result<()> {
     step("Rust tests: unit, codegen freshness, launcher end to end, CUDA check, containers");
     cmd!(sh, "cargo test --workspace").run()?;
     step("Python tests: handler and demo WebUI on the real runpod SDK");
-    cmd!(sh, "{python} -m pytest -q -n auto docker/tests").run()?;
+    cmd!(sh, "{python} -m pytest -q -n auto docker/tests")
+        .env_remove("A1111_SETTINGS")
+        .run()?;
+    step("the real A1111: prepare it (cached), then the worker on it end to end");
+    let prepared = a1111::prepare(&a1111::A1111Args::default())?;
+    let settings = crate::target_dir().join("a1111.env");
+    let lines: String = prepared
+        .settings()
+        .into_iter()
+        .map(|(key, value)| format!("{key}={value}\n"))
+        .collect();
+    std::fs::write(&settings, lines).with_context(|| format!("writing {}", settings.display()))?;
+    // One test at a time: each starts a real WebUI, and the 2-core machine is the limit.
+    cmd!(
+        sh,
+        "{python} -m pytest -q -p no:xdist docker/tests/test_a1111_jobs.py docker/tests/test_a1111_lifecycle.py"
+    )
+    .env("A1111_SETTINGS", &settings)
+    .run()?;
     step("benchmark smoke run (numbers not checked; keeps the bench from rotting)");
     cmd!(sh, "cargo xtask bench --quick --no-write").run()?;
     println!("\nci: all checks passed");

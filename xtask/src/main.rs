@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: the project's automation, in Rust (matklad's cargo-xtask convention).
 
+mod a1111;
 mod bench;
 mod ci;
 mod codegen;
@@ -25,6 +26,8 @@ struct Xtask {
 enum Task {
     /// Everything CI checks: fmt, clippy -D warnings, codegen freshness, Rust and Python tests.
     Ci(ci::CiArgs),
+    /// Prepare a real AUTOMATIC1111 (source, Python environment, offline files, test checkpoints).
+    A1111(a1111::A1111Args),
     /// Run the whole worker locally: demo WebUI (or --webui-dir), docker/handler.py, a test job.
     RunLocal(run_local::RunLocalArgs),
     /// Build the worker's Docker image.
@@ -38,6 +41,7 @@ enum Task {
 fn main() -> anyhow::Result<()> {
     match Xtask::parse().task {
         Task::Ci(args) => ci::run(args),
+        Task::A1111(args) => a1111::run(args),
         Task::RunLocal(args) => run_local::run(args),
         Task::Image(args) => image::run(args),
         Task::Codegen(args) => codegen::run(args),
@@ -52,4 +56,13 @@ pub fn project_root() -> PathBuf {
         .parent()
         .map(PathBuf::from)
         .unwrap_or(manifest_dir)
+}
+
+/// Cargo's target directory: $CARGO_TARGET_DIR (relative to the workspace root), else target/.
+pub fn target_dir() -> PathBuf {
+    let root = project_root();
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
 }

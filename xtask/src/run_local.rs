@@ -19,6 +19,7 @@ use runtime::exit_code;
 use serde_json::Value;
 use xshell::{cmd, Shell};
 
+use crate::a1111;
 use crate::python_env::ensure_venv;
 
 /// Above this, the job goes to runpod as ./test_input.json instead of `--test_input '<json>'`:
@@ -27,8 +28,21 @@ const MAX_INLINE_JOB: usize = 64 * 1024;
 /// runpod's local test mode names the job this when the input has no "id".
 const DEFAULT_JOB_ID: &str = "local_test";
 
+/// Which WebUI run-local starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WebuiKind {
+    /// docker/demo-webui: the A1111 API stand-in; starts in a second, needs no GPU or model.
+    Demo,
+    /// The real AUTOMATIC1111 v1.10.1, prepared by `cargo xtask a1111` on first use.
+    A1111,
+}
+
 #[derive(clap::Args)]
 pub struct RunLocalArgs {
+    /// The WebUI: the demo, or the real A1111 (prepared on first use; A1111_SOURCE names a
+    /// source tarball when GitHub cannot be reached)
+    #[arg(long, value_enum, default_value_t = WebuiKind::Demo, conflicts_with = "webui_dir")]
+    webui: WebuiKind,
     /// The job, as RunPod sends it: {"input": {...}} [default: docker/test_input.json]
     #[arg(long, value_name = "FILE")]
     input: Option<PathBuf>,
@@ -57,11 +71,18 @@ pub fn run(args: RunLocalArgs) -> Result<()> {
         }
     };
     let root = crate::project_root();
-    let demo = args.webui_dir.is_none();
-    let webui_dir = args
-        .webui_dir
-        .map(absolute)
-        .unwrap_or_else(|| root.join("docker").join("demo-webui"));
+    let demo = args.webui_dir.is_none() && args.webui == WebuiKind::Demo;
+    let a1111 = if args.webui == WebuiKind::A1111 {
+        say("preparing the real A1111 (cargo xtask a1111; only the first run takes minutes)");
+        Some(a1111::prepare(&a1111::A1111Args::default())?)
+    } else {
+        None
+    };
+    let webui_dir = match (&a1111, args.webui_dir) {
+        (Some(prepared), _) => prepared.webui_dir.clone(),
+        (None, Some(dir)) => absolute(dir),
+        (None, None) => root.join("docker").join("demo-webui"),
+    };
     if !webui_dir.join("webui.py").is_file() {
         bail!(
             "--webui-dir {}: no webui.py there; give the folder of an A1111 checkout",
@@ -71,7 +92,7 @@ pub fn run(args: RunLocalArgs) -> Result<()> {
     let out = args
         .out
         .map(absolute)
-        .unwrap_or_else(|| root.join("target").join("run-local"));
+        .unwrap_or_else(|| crate::target_dir().join("run-local"));
     let input_path = args
         .input
         .map(absolute)
@@ -87,7 +108,7 @@ pub fn run(args: RunLocalArgs) -> Result<()> {
     cmd!(sh, "{cargo} build --quiet -p runtime --bin worker-runtime")
         .run()
         .context("cargo build -p runtime failed")?;
-    let runtime_bin = target_dir(&root).join("debug").join("worker-runtime");
+    let runtime_bin = crate::target_dir().join("debug").join("worker-runtime");
 
     let layout = Layout::prepare(&out, demo)?;
     let webui_port = free_port()?;
@@ -114,6 +135,28 @@ pub fn run(args: RunLocalArgs) -> Result<()> {
     if std::env::var_os("CUDA_CHECK").is_none() {
         command.env("CUDA_CHECK", "off");
     }
+    if std::env::var_os("WEBUI_DEVICE").is_none() && !has_gpu() {
+        say("no NVIDIA GPU here: WEBUI_DEVICE=cpu");
+        command.env("WEBUI_DEVICE", "cpu");
+    }
+    if let Some(prepared) = &a1111 {
+        prepared.apply(&mut command);
+        // A fresh data folder each run: no earlier run's config.json or overrides.
+        let data_dir = layout.root.join("webui-data");
+        if data_dir.exists() {
+            fs::remove_dir_all(&data_dir)
+                .with_context(|| format!("removing {}", data_dir.display()))?;
+        }
+        prepared.make_data_dir(&data_dir)?;
+        let user_extra = std::env::var("WEBUI_EXTRA_ARGS").unwrap_or_default();
+        command.env(
+            "WEBUI_EXTRA_ARGS",
+            format!(
+                "{user_extra} --data-dir {}",
+                shell_quote(&data_dir.display().to_string())
+            ),
+        );
+    }
     if std::env::var_os("WEBUI_PYTHON").is_none() {
         // The demo is standard-library only; an A1111 checkout brings its own venv (webui.sh's).
         let checkout_python = webui_dir.join("venv").join("bin").join("python");
@@ -125,6 +168,8 @@ pub fn run(args: RunLocalArgs) -> Result<()> {
     }
     let webui_name = if demo {
         "the demo WebUI (docker/demo-webui)".to_string()
+    } else if a1111.is_some() {
+        format!("the real A1111 ({})", webui_dir.display())
     } else {
         webui_dir.display().to_string()
     };
@@ -422,22 +467,13 @@ fn explain_exit(code: i32) -> &'static str {
     }
 }
 
-fn say(message: &str) {
-    println!("run-local: {message}");
+/// Whether an NVIDIA GPU is visible (its driver's control device exists).
+fn has_gpu() -> bool {
+    Path::new("/dev/nvidiactl").exists()
 }
 
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                root.join(dir)
-            }
-        }
-        _ => root.join("target"),
-    }
+fn say(message: &str) {
+    println!("run-local: {message}");
 }
 
 /// A port on 127.0.0.1 that nothing listens on now.

@@ -110,7 +110,7 @@ impl Plan {
         let runtime_bin = match &args.runtime_bin {
             Some(path) => std::path::absolute(path)
                 .with_context(|| format!("--runtime-bin {}", path.display()))?,
-            None => target_dir(root).join("release/worker-runtime"),
+            None => crate::target_dir().join("release/worker-runtime"),
         };
 
         let webui = args.webui_image.is_none().then(|| DockerBuild {
@@ -326,13 +326,6 @@ pub fn split_tag(image: &str) -> Result<(&str, &str)> {
         Some(i) => (&image[..name_start + i], &image[name_start + i + 1..]),
         None => (image, "latest"),
     })
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    }
 }
 
 fn runtime_version(root: &Path) -> String {

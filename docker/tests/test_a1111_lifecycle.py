@@ -1,0 +1,102 @@
+"""The worker's life on the real A1111: start-up to readiness, one job, teardown; a stop signal
+during a job in runpod's deployed mode; the WebUI dying while the worker serves."""
+
+import json
+import os
+import shlex
+import signal
+import time
+
+import pytest
+
+from a1111_harness import (ControlPlane, control_plane, processes_with, requires_a1111,  # noqa: F401
+                           served, start_worker, wait_until)
+from conftest import decode_png_b64, http
+
+pytestmark = [requires_a1111, pytest.mark.timeout(300)]
+
+
+def ordered(output, *lines):
+    positions = []
+    for line in lines:
+        assert line in output, f"{line!r} not in the log:\n{output}"
+        positions.append(output.index(line))
+    assert positions == sorted(positions), f"out of order: {lines}\n{output}"
+
+
+def test_start_serve_one_job_and_tear_down(start_worker, tmp_path):
+    job = {"input": {"prompt": "a lighthouse", "seed": 42, "steps": 2, "width": 64, "height": 64}}
+    results = tmp_path / "results"
+    worker = start_worker(f"--test_input {shlex.quote(json.dumps(job))}",
+                          HANDLER_RESULT_DIR=str(results))
+    assert worker.process.wait(300) == 0, worker.process.output
+    out = worker.process.output
+    ordered(out, "Worker Initiated", "WEBUI_DEVICE=cpu: no GPU check", "STARTING WEBUI API",
+            "Startup time:", "handler: serving", "Job local_test completed successfully",
+            "RunPod handler exited, stopping WebUI API", "Shutdown complete.")
+    # xformers is installed in this environment but must not be asked for on the CPU: with
+    # --xformers every generation here would fail in A1111's VAE.
+    started = next(line for line in out.splitlines() if "WebUI API started with PID" in line)
+    assert started
+    assert "No operator found for `memory_efficient_attention_forward`" not in out
+    result = json.loads((results / "local_test.json").read_text())
+    assert decode_png_b64(result["images"][0])[:2] == (64, 64)
+    assert result["info"]["all_seeds"] == [42]
+    assert processes_with(worker.marker) == [], "the WebUI and the handler are gone"
+
+
+def test_the_webui_gets_the_cpu_flag_set_without_xformers(start_worker, tmp_path):
+    worker = start_worker("--rp_serve_api --rp_api_port 0")
+    worker.wait_ready()
+    webui = [pid for pid in worker.webui_pids()
+             if b"webui.py" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert len(webui) == 1, webui
+    argv = open(f"/proc/{webui[0]}/cmdline", "rb").read().decode().split("\0")
+    line = " ".join(argv)
+    assert "--use-cpu all --no-half --precision full" in line, line
+    assert "--xformers" not in argv, line
+    assert "--server-name 127.0.0.1" in line, line
+    assert worker.stop(signal.SIGTERM) in (0, 143)
+    assert "Shutdown complete." in worker.process.output
+    wait_until(lambda: processes_with(worker.marker) == [], 10, "every process ending")
+
+
+def test_sigterm_during_a_job_in_deployed_mode_posts_the_job(start_worker, control_plane):
+    worker = start_worker("", **control_plane.env())
+    worker.wait_ready()
+    # Long enough on the CPU to be in flight when the signal comes.
+    control_plane.queue("job-sigterm", {"prompt": "a long job", "seed": 9, "steps": 30,
+                                        "width": 256, "height": 256})
+    control_plane.wait_taken("job-sigterm", 60)
+
+    def generating():
+        status, progress = http("GET", f"{worker.webui_url}/sdapi/v1/progress?skip_current_image=true")
+        return status == 200 and progress["state"]["sampling_step"] > 0
+
+    wait_until(generating, 60, "the generation starting")
+    worker.process.signal(signal.SIGTERM)
+    code = worker.process.wait(120)
+    out = worker.process.output
+    results = control_plane.results("job-sigterm")
+    assert len(results) == 1, (results, out)
+    output = results[0].get("output")
+    assert output and output["images"], results[0]
+    assert decode_png_b64(output["images"][0])[:2] == (256, 256)
+    assert code == 0, out
+    ordered(out, "handler: serving", "Shutdown complete.")
+    assert processes_with(worker.marker) == []
+
+
+def test_webui_killed_while_serving_stops_the_worker_with_83(start_worker):
+    worker = start_worker("--rp_serve_api --rp_api_port 0")
+    worker.wait_ready()
+    webui = [pid for pid in worker.webui_pids()
+             if b"webui.py" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert len(webui) == 1
+    os.kill(webui[0], signal.SIGKILL)
+    assert worker.process.wait(60) == 83, worker.process.output
+    assert "Shutdown complete." in worker.process.output
+    deadline = time.monotonic() + 10
+    while processes_with(worker.marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(worker.marker) == []
