@@ -10,6 +10,7 @@ mod report;
 mod stats;
 mod timeline;
 mod trial;
+mod webuis;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -58,6 +59,12 @@ pub struct BenchArgs {
     /// demo's knobs (DEMO_WEBUI_STARTUP_DELAY, DEMO_WEBUI_IGNORE_SIGTERM, DEMO_WEBUI_EXIT_AT_START).
     #[arg(long, value_name = "DIR")]
     pub webui_dir: Option<PathBuf>,
+
+    /// Measure the real A1111 (prepared by `cargo xtask a1111`) against the demo WebUI instead:
+    /// start-up, model load, first and warm jobs, memory; writes its own section of
+    /// docs/BENCHMARKS.md and docs/startup-timeline-webuis.svg [default runs: 3].
+    #[arg(long)]
+    pub webuis: bool,
 
     /// Measure this worker-runtime binary instead of building one with
     /// `cargo build --release -p runtime`.
@@ -119,6 +126,9 @@ fn runs_scenario(launcher: Launcher, scenario: Scenario) -> bool {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.webuis {
+        return webuis::run(args.runs.unwrap_or(3), !args.no_write);
+    }
     let params = Params::from(&args)?;
     let root = crate::project_root();
     let sh = Shell::new()?;

@@ -339,11 +339,17 @@ pub fn console(rows: &[Row]) -> String {
 /// The GPU section of an existing page: from its heading to the next level-2 heading or the end,
 /// byte for byte.
 pub fn gpu_section(existing: &str) -> Option<String> {
+    kept_section(existing, GPU_HEADING)
+}
+
+/// A section of an existing page that another tool writes, from its heading (at the start of a
+/// line) to the next level-2 heading or the end, byte for byte.
+pub fn kept_section(existing: &str, heading: &str) -> Option<String> {
     let start = existing
-        .match_indices(GPU_HEADING)
+        .match_indices(heading)
         .find(|(i, _)| *i == 0 || existing.as_bytes()[i - 1] == b'\n')?
         .0;
-    let after_heading = start + GPU_HEADING.len();
+    let after_heading = start + heading.len();
     let end = existing[after_heading..]
         .match_indices("\n## ")
         .next()
@@ -604,6 +610,11 @@ moments around readiness and teardown magnified.
             ""
         },
     );
+    // The real-WebUI section (`cargo xtask bench --webuis`) and the GPU section are not this
+    // bench's to write: kept as they are.
+    if let Some(webuis) = existing.and_then(|e| kept_section(e, super::webuis::HEADING)) {
+        out.push_str(&webuis);
+    }
     let gpu = existing
         .and_then(gpu_section)
         .unwrap_or_else(|| GPU_PLACEHOLDER.to_string());
