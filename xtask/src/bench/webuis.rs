@@ -488,7 +488,7 @@ fn typical_a1111(runs: &[Run]) -> Option<Run> {
 /// Phases as bars on one time axis.
 fn timeline_svg(run: &Run) -> String {
     let end = run.first_job_done.max(run.model_loaded.unwrap_or(0.0)) * 1.05;
-    let (left, width, row) = (230.0, 620.0, 34.0);
+    let (left, width, row) = (260.0, 600.0, 34.0);
     let x = |t: f64| left + t / end * width;
     let mut phases: Vec<(String, f64, f64, &str)> = vec![(
         "WebUI start-up: imports, API bound".into(),
@@ -520,7 +520,7 @@ fn timeline_svg(run: &Run) -> String {
     ));
     let height = 60.0 + row * phases.len() as f64 + 30.0;
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"880\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"980\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"13\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Real A1111 v1.10.1 under worker-runtime (CPU): seconds since launch</text>\n"
     );
