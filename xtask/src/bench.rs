@@ -511,6 +511,7 @@ fn commit(sh: &Shell) -> String {
     let measured = [
         "runtime",
         "docker/handler.py",
+        "docker/sdhandler",
         "docker/demo-webui",
         "docker/requirements.txt",
         "xtask/bench",
