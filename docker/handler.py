@@ -7,18 +7,19 @@ own (`--test_input '<json>'` for one local job, `--rp_serve_api --rp_api_port N 
 Job input, two forms:
   (a) a txt2img payload, as other A1111 workers take it:
         {"input": {"prompt": "a lighthouse", "steps": 20, "width": 512, "height": 512}}
-  (b) any allow-listed A1111 endpoint:
+  (b) an A1111 endpoint a job may use, or an installed extension's route (sdhandler/rules.py
+      has the rules: read-only GETs, refreshes, generation and image tools; whatever changes
+      the server for later jobs is refused):
         {"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/img2img"},
                    "payload": {"init_images": ["<base64>"], "prompt": "..."}}}
-      allowed: txt2img, img2img (POST); options (GET, POST); sd-models, samplers, schedulers,
-      loras, embeddings, progress, memory (GET); interrupt, refresh-checkpoints, refresh-loras,
-      refresh-embeddings (POST).
 
-Output: the WebUI's answer, with txt2img/img2img's `info` JSON string parsed into an object.
-Errors: {"error": "<field>: <what to fix>"} for input the handler rejects before calling the WebUI;
-{"error": "webui: ... answered 4xx: <A1111's detail>"} for a request the WebUI refused;
-{"error": ..., "refresh_worker": true} when the WebUI cannot be reached, answers 5xx, or does not
-answer in time: RunPod then replaces the worker.
+Output: the WebUI's answer, with txt2img/img2img's `info` JSON string parsed into an object;
+{"ok": true} where A1111 answers null or {}; images as bucket URLs when BUCKET_* is set.
+Errors: {"error": "<field>: <what to fix>"} for input the handler rejects before calling the
+WebUI; {"error": "webui: ... answered 4xx: <A1111's detail>"} for a request the WebUI refused;
+{"error": ..., "refresh_worker": true} only when the worker is broken (the WebUI is unreachable,
+past the deadline, reports a CUDA or out-of-memory error, or fails a health check after a 5xx):
+RunPod then replaces the worker.
 
 Readiness: worker-runtime starts the handler at once (its imports overlap the WebUI's start-up)
 with WORKER_READY_FD=<n>, an inherited pipe. Right before serving, the handler reads one line from
@@ -31,15 +32,19 @@ Environment:
   WEBUI_API_URL            the WebUI API (default http://127.0.0.1:3000; set by worker-runtime).
   WORKER_READY_FD          the readiness pipe, see above.
   HANDLER_READY_TIMEOUT    seconds to poll the WebUI when there is no readiness pipe (default 600).
-  HANDLER_REQUEST_TIMEOUT  seconds to wait for one WebUI answer (default 600); then the job fails
+  HANDLER_REQUEST_TIMEOUT  seconds for one WebUI call in total (default 600); then the job fails
                            with refresh_worker.
+  HANDLER_MAX_OUTPUT_MB, HANDLER_MAX_PROMPT_CHARS, HANDLER_MAX_PIXELS, HANDLER_ALLOW_IMAGE_URLS,
+  BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY, BUCKET_NAME
+                           output and input bounds, image URLs, the bucket (README.md).
   HANDLER_RESULT_DIR       if set, each job's result (what the handler returns, images included)
                            is also written to <dir>/<job id>.json; `cargo xtask run-local` reads
                            it, since runpod's local mode only prints the result.
   RUNPOD_LOG_LEVEL         runpod's log level; the handler makes INFO the default (runpod's is
                            DEBUG, which prints every job's input and output).
-Logs never carry image data or RUNPOD_AI_API_KEY: runpod's own log lines (which print job inputs
-and results) go through a filter that replaces long base64 runs and the key.
+Logs and returned errors never carry image data or secrets: runpod's own log lines (which print
+job inputs and results) go through a filter that replaces long base64 runs (MIME-wrapped ones
+too), RUNPOD_AI_API_KEY and the bucket credentials.
 """
 
 import time
