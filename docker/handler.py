@@ -304,11 +304,16 @@ def options():
 def restore(before):
     """Put back the settings a job overrode. A1111 itself restores only the keys already in its
     config.json; on a fresh WebUI a job's override would stay for every later job."""
-    now = options()
-    changed = {key: value for key, value in before.items() if now.get(key) != value}
-    if changed:
-        ask("POST", API_PREFIX + "options", changed)
-        log(f"restored the settings a job overrode: {', '.join(sorted(changed))}")
+    try:
+        now = options()
+        changed = {key: value for key, value in before.items() if now.get(key) != value}
+        if changed:
+            ask("POST", API_PREFIX + "options", changed)
+            log(f"restored the settings a job overrode: {', '.join(sorted(changed))}")
+    except JobFailed as exc:
+        # A worker whose settings a job changed for good must not take the next job.
+        raise WorkerBroken(f"could not restore the settings the job overrode "
+                           f"({', '.join(sorted(before))}): {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -427,3 +427,21 @@ def test_every_result_saved_is_what_the_caller_gets(demo_env, monkeypatch, tmp_p
     result = run(api("POST", "/sdapi/v1/refresh-checkpoints"), job_id="r")
     assert result == {"ok": True}
     assert json.loads((tmp_path / "r.json").read_text()) == {"ok": True}
+
+
+def test_a_worker_that_cannot_restore_overridden_settings_is_replaced(monkeypatch, fake_server):
+    settings = {"CLIP_stop_at_last_layers": 1}
+
+    def answer(method, path, body):
+        if path == "/sdapi/v1/options":
+            if method == "POST":
+                return 403, {"detail": "settings are frozen"}, {}
+            return 200, settings, {}
+        settings.update(body.get("override_settings") or {})
+        return 200, TXT2IMG_OK, {}
+
+    monkeypatch.setenv("WEBUI_API_URL", fake_server(answer).url)
+    result = run(dict(SMALL, override_settings={"CLIP_stop_at_last_layers": 2}))
+    assert result == {"error": "could not restore the settings the job overrode "
+                               "(CLIP_stop_at_last_layers): webui: POST /sdapi/v1/options "
+                               "answered 403: settings are frozen", "refresh_worker": True}
