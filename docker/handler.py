@@ -237,6 +237,10 @@ def sampler_names():
     return cached("samplers", fetch)
 
 
+# What A1111's hires fix takes for "as the first pass".
+SAME = {"sampler": "Use same sampler", "scheduler": "Use same scheduler"}
+
+
 def check_samplers(request):
     """A1111 v1.10 silently replaces an unknown sampler or scheduler with another."""
     payload, prefix = request.payload, request.prefix
@@ -248,7 +252,7 @@ def check_samplers(request):
     for field in SAMPLER_FIELDS:
         name = payload.get(field)
         # "DPM++ 2M Karras": the older way of naming sampler and scheduler at once.
-        if not name or name in sampler_all or any(
+        if not name or name == SAME["sampler"] or name in sampler_all or any(
                 name.endswith(" " + s) and name[:-len(s) - 1] in sampler_all
                 for s in scheduler_all):
             continue
@@ -256,7 +260,7 @@ def check_samplers(request):
                         f"{did_you_mean(name, samplers)}; valid: {', '.join(samplers)}")
     for field in SCHEDULER_FIELDS:
         name = payload.get(field)
-        if not name or not scheduler_all or name in scheduler_all:
+        if not name or name == SAME["scheduler"] or not scheduler_all or name in scheduler_all:
             continue
         raise JobFailed(f"{prefix}{field}: {show(name)} is not a scheduler of this WebUI"
                         f"{did_you_mean(name, schedulers)}; valid: {', '.join(schedulers)}")

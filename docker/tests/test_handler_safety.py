@@ -336,7 +336,9 @@ def test_unknown_sampler_or_scheduler_is_refused_with_the_valid_names(demo_env):
     error = run(dict(SMALL, enable_hr=True, hr_sampler_name="Nope"))["error"]
     assert error.startswith("hr_sampler_name: 'Nope' is not a sampler")
     for good in ({"sampler_name": "DPM++ 2M Karras"}, {"sampler_name": "k_euler_a"},
-                 {"sampler_name": "Euler", "scheduler": "karras"}):
+                 {"sampler_name": "Euler", "scheduler": "karras"},
+                 {"enable_hr": True, "hr_scale": 1, "hr_sampler_name": "Use same sampler",
+                  "hr_scheduler": "Use same scheduler"}):
         result = run(dict(SMALL, **good))
         assert "error" not in result and len(result["images"]) == 1, (good, result)
 
