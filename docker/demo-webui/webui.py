@@ -6,7 +6,7 @@ no model and no A1111 checkout. It is started exactly like a real checkout:
 
     <python> <WEBUI_DIR>/webui.py --api --nowebui --port 3000 --server-name 127.0.0.1 ...
 
-Python standard library only. What it copies from A1111 (see shared/a1111/README.md):
+Python standard library only. What it copies from A1111, as measured on A1111 v1.10.1:
 - the v1.10 command line: every flag A1111 accepts is accepted, an unknown one ends the process
   with argparse's error (status 2); COMMANDLINE_ARGS from the environment is appended;
 - start-up order: "imports" (DEMO_WEBUI_STARTUP_DELAY), the checkpoint list, the model load in a
