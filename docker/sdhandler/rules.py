@@ -519,11 +519,11 @@ def is_url(text):
 
 
 def decode_image(text):
-    """The bytes of a base64 image (a data:image/...;base64, prefix and line breaks are fine),
-    or None when it is not base64."""
-    if text.startswith("data:"):
+    """The bytes of a base64 image (a data:image/...;base64, prefix and line breaks are fine,
+    as A1111 reads them), or None when it is not base64."""
+    if text.startswith("data:image/"):
         header, _, text = text.partition(",")
-        if ";base64" not in header:
+        if not header.endswith(";base64"):
             return None
     try:
         return base64.b64decode("".join(text.split()), validate=True)

@@ -96,6 +96,9 @@ def test_a1111_500s_for_bad_input_never_reach_the_webui(no_webui):
         (api("POST", "/sdapi/v1/img2img", {"init_images": [not_an_image]}),
          "payload.init_images[0]: is base64 but not an image (PNG, JPEG, WebP, GIF, BMP or "
          "TIFF expected)"),
+        (api("POST", "/sdapi/v1/img2img",
+             {"init_images": ["data:application/octet-stream;base64," + png_b64()]}),
+         "payload.init_images[0]: is not valid base64 (a data:image/...;base64, prefix is fine)"),
         (api("POST", "/sdapi/v1/img2img", {"init_images": [png_b64()], "mask": not_an_image}),
          "payload.mask: is base64 but not an image"),
         (api("POST", "/sdapi/v1/img2img", {"init_images": ["http://169.254.169.254/x.png"]}),
