@@ -341,35 +341,40 @@ def run_request(request, job_id):
 
 
 def perform(request):
-    method, payload, prefix = request.method, request.payload, request.prefix
     if request.name is None:
-        why = extension_route_allowed(method, request.path, extension_routes())
+        why = extension_route_allowed(request.method, request.path, extension_routes())
         if why:
             raise JobFailed(f"api.endpoint: {why}")
-        query = payload if method == "GET" else None
-        answer = ask(method, request.path, None if method == "GET" else payload, query=query)
-        return {"ok": True} if answer is None or answer == {} else answer
+    if request.name == "options" and request.method == "POST":
+        return set_options(request)
+    if request.generates:
+        return generate(request)
+    get = request.method == "GET"
+    answer = ask(request.method, request.path, None if get else request.payload,
+                 query=request.payload if get else None)
+    # A1111 answers null or {} here; runpod would end such a job with no output at all.
+    return {"ok": True} if answer is None or answer == {} else answer
 
-    if request.name == "options" and method == "POST":
-        wanted = None
-        if "sd_model_checkpoint" in payload:
-            wanted = find_checkpoint(f"{prefix}sd_model_checkpoint",
-                                     payload["sd_model_checkpoint"])
-        ask("POST", request.path, payload)
-        now = options()
-        if wanted is not None and now.get("sd_model_checkpoint") not in wanted[1]:
-            raise JobFailed(
-                f"{prefix}sd_model_checkpoint: the WebUI did not switch to "
-                f"{show(payload['sd_model_checkpoint'])}; it still uses "
-                f"{show(now.get('sd_model_checkpoint'))} (loading the checkpoint failed inside "
-                "the WebUI; its log says why)")
-        return {"ok": True, "options": {key: now.get(key) for key in payload}}
 
-    if not request.generates:
-        query = payload if method == "GET" else None
-        answer = ask(method, request.path, None if method == "GET" else payload, query=query)
-        return {"ok": True} if answer is None or answer == {} else answer
+def set_options(request):
+    payload, prefix = request.payload, request.prefix
+    wanted = None
+    if "sd_model_checkpoint" in payload:
+        wanted = find_checkpoint(f"{prefix}sd_model_checkpoint", payload["sd_model_checkpoint"])
+    ask("POST", request.path, payload)
+    # A1111 answers 200 even when the checkpoint failed to load: read back what it uses.
+    now = options()
+    if wanted is not None and now.get("sd_model_checkpoint") not in wanted[1]:
+        raise JobFailed(
+            f"{prefix}sd_model_checkpoint: the WebUI did not switch to "
+            f"{show(payload['sd_model_checkpoint'])}; it still uses "
+            f"{show(now.get('sd_model_checkpoint'))} (loading the checkpoint failed inside "
+            "the WebUI; its log says why)")
+    return {"ok": True, "options": {key: now.get(key) for key in payload}}
 
+
+def generate(request):
+    payload, prefix = request.payload, request.prefix
     check_samplers(request)
     overrides = payload.get("override_settings") or {}
     wanted = None
@@ -381,29 +386,27 @@ def perform(request):
         current = options()
         before = {key: current.get(key) for key in overrides}
     try:
-        answer = ask(method, request.path, payload)
-    except WorkerBroken:
-        raise
+        answer = ask(request.method, request.path, payload)
     except JobFailed:
         if before is not None:
             restore(before)
         raise
     if before is not None:
         restore(before)
-    if isinstance(answer, dict) and isinstance(answer.get("info"), str):
+    if not isinstance(answer, dict):
+        raise JobFailed(f"webui: {request.what} answered {show(answer)}, not an object")
+    if isinstance(answer.get("info"), str):
         try:
             answer["info"] = json.loads(answer["info"])
         except ValueError:
             pass  # Not every script fills info with JSON; then the string is the information.
-    if wanted is not None and isinstance(answer, dict) and isinstance(answer.get("info"), dict):
-        used = answer["info"].get("sd_model_name")
-        if used is not None and used != wanted[0].get("model_name"):
-            raise JobFailed(
-                f"{prefix}override_settings.sd_model_checkpoint: the images were made with "
-                f"{show(used)}, not {show(overrides['sd_model_checkpoint'])} (loading the "
-                "checkpoint failed inside the WebUI; its log says why)")
-    if not isinstance(answer, dict):
-        raise JobFailed(f"webui: {request.what} answered {show(answer)}, not an object")
+    used = answer["info"].get("sd_model_name") if isinstance(answer.get("info"), dict) else None
+    # A switch that failed inside A1111 still makes images, with the old model.
+    if wanted is not None and used is not None and used != wanted[0].get("model_name"):
+        raise JobFailed(
+            f"{prefix}override_settings.sd_model_checkpoint: the images were made with "
+            f"{show(used)}, not {show(overrides['sd_model_checkpoint'])} (loading the "
+            "checkpoint failed inside the WebUI; its log says why)")
     return answer
 
 
