@@ -7,18 +7,19 @@ own (`--test_input '<json>'` for one local job, `--rp_serve_api --rp_api_port N 
 Job input, two forms:
   (a) a txt2img payload, as other A1111 workers take it:
         {"input": {"prompt": "a lighthouse", "steps": 20, "width": 512, "height": 512}}
-  (b) any allow-listed A1111 endpoint:
+  (b) an A1111 endpoint a job may use, or an installed extension's route (sdhandler/rules.py
+      has the rules: read-only GETs, refreshes, generation and image tools; whatever changes
+      the server for later jobs is refused):
         {"input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/img2img"},
                    "payload": {"init_images": ["<base64>"], "prompt": "..."}}}
-      allowed: txt2img, img2img (POST); options (GET, POST); sd-models, samplers, schedulers,
-      loras, embeddings, progress, memory (GET); interrupt, refresh-checkpoints, refresh-loras,
-      refresh-embeddings (POST).
 
-Output: the WebUI's answer, with txt2img/img2img's `info` JSON string parsed into an object.
-Errors: {"error": "<field>: <what to fix>"} for input the handler rejects before calling the WebUI;
-{"error": "webui: ... answered 4xx: <A1111's detail>"} for a request the WebUI refused;
-{"error": ..., "refresh_worker": true} when the WebUI cannot be reached, answers 5xx, or does not
-answer in time: RunPod then replaces the worker.
+Output: the WebUI's answer, with txt2img/img2img's `info` JSON string parsed into an object;
+{"ok": true} where A1111 answers null or {}; images as bucket URLs when BUCKET_* is set.
+Errors: {"error": "<field>: <what to fix>"} for input the handler rejects before calling the
+WebUI; {"error": "webui: ... answered 4xx: <A1111's detail>"} for a request the WebUI refused;
+{"error": ..., "refresh_worker": true} only when the worker is broken (the WebUI is unreachable,
+past the deadline, reports a CUDA or out-of-memory error, or fails a health check after a 5xx):
+RunPod then replaces the worker.
 
 Readiness: worker-runtime starts the handler at once (its imports overlap the WebUI's start-up)
 with WORKER_READY_FD=<n>, an inherited pipe. Right before serving, the handler reads one line from
@@ -31,15 +32,19 @@ Environment:
   WEBUI_API_URL            the WebUI API (default http://127.0.0.1:3000; set by worker-runtime).
   WORKER_READY_FD          the readiness pipe, see above.
   HANDLER_READY_TIMEOUT    seconds to poll the WebUI when there is no readiness pipe (default 600).
-  HANDLER_REQUEST_TIMEOUT  seconds to wait for one WebUI answer (default 600); then the job fails
+  HANDLER_REQUEST_TIMEOUT  seconds for one WebUI call in total (default 600); then the job fails
                            with refresh_worker.
+  HANDLER_MAX_OUTPUT_MB, HANDLER_MAX_PROMPT_CHARS, HANDLER_MAX_PIXELS, HANDLER_ALLOW_IMAGE_URLS,
+  BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY, BUCKET_NAME
+                           output and input bounds, image URLs, the bucket (README.md).
   HANDLER_RESULT_DIR       if set, each job's result (what the handler returns, images included)
                            is also written to <dir>/<job id>.json; `cargo xtask run-local` reads
                            it, since runpod's local mode only prints the result.
   RUNPOD_LOG_LEVEL         runpod's log level; the handler makes INFO the default (runpod's is
                            DEBUG, which prints every job's input and output).
-Logs never carry image data or RUNPOD_AI_API_KEY: runpod's own log lines (which print job inputs
-and results) go through a filter that replaces long base64 runs and the key.
+Logs and returned errors never carry image data or secrets: runpod's own log lines (which print
+job inputs and results) go through a filter that replaces long base64 runs (MIME-wrapped ones
+too), RUNPOD_AI_API_KEY and the bucket credentials.
 """
 
 import time
@@ -48,12 +53,17 @@ _STARTED = time.monotonic()
 
 # ruff: noqa: E402 - the import timer above must run first.
 import asyncio
-import base64
-import binascii
+import difflib
 import json
 import os
 import re
 import sys
+
+# The handler's own modules sit beside it (docker/sdhandler in the repository, /sdhandler in
+# the image); a handler loaded by path (tests, the benchmark) finds them too.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 
 def _install_fast_cpuinfo():
@@ -79,30 +89,16 @@ def _install_fast_cpuinfo():
 
 _install_fast_cpuinfo()
 
-import requests
 import runpod
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
-DEFAULT_WEBUI_API_URL = "http://127.0.0.1:3000"
-API_PREFIX = "/sdapi/v1/"
-ALLOWED = {
-    "txt2img": {"POST"},
-    "img2img": {"POST"},
-    "options": {"GET", "POST"},
-    "sd-models": {"GET"},
-    "samplers": {"GET"},
-    "schedulers": {"GET"},
-    "loras": {"GET"},
-    "embeddings": {"GET"},
-    "progress": {"GET"},
-    "memory": {"GET"},
-    "interrupt": {"POST"},
-    "refresh-checkpoints": {"POST"},
-    "refresh-loras": {"POST"},
-    "refresh-embeddings": {"POST"},
-}
+from sdhandler import outputs, webui
+from sdhandler.outputs import OutputError
+from sdhandler.redaction import redact
+from sdhandler.rules import (API_PREFIX, SAMPLER_FIELDS, SCHEDULER_FIELDS, InputError,
+                             env_number, extension_route_allowed, parse_request, show)
+
 GATE_CLOSED_MESSAGE = "worker-runtime closed the readiness gate: the WebUI did not become ready"
-CONNECT_TIMEOUT = 10.0
 
 
 def log(message):
@@ -110,38 +106,11 @@ def log(message):
 
 
 def env_seconds(name, default):
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        log(f"{name}={raw!r} is not a number of seconds; using {default}")
-        return default
-    if value <= 0:
-        log(f"{name}={raw!r} must be positive; using {default}")
-        return default
-    return value
+    return env_number(name, default)
 
 
 def webui_url():
-    return (os.environ.get("WEBUI_API_URL") or DEFAULT_WEBUI_API_URL).rstrip("/")
-
-
-# --------------------------------------------------------------------------------------------
-# Keeping image data and the API key out of the logs.
-# --------------------------------------------------------------------------------------------
-
-# 200+ base64 characters in a row: an image (or other binary), never a word someone needs to read.
-_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{200,}={0,2}")
-
-
-def redact(text):
-    text = _BASE64_RUN.sub(lambda m: f"<{len(m.group(0))} base64 chars>", text)
-    key = os.environ.get("RUNPOD_AI_API_KEY", "")
-    if len(key) >= 8:
-        text = text.replace(key, "<RUNPOD_AI_API_KEY>")
-    return text
+    return webui.webui_url()
 
 
 def _install_log_filter():
@@ -167,326 +136,286 @@ if not (os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL
 
 
 # --------------------------------------------------------------------------------------------
-# Input validation: every rejection names the field and says what to fix.
+# Calling the WebUI: what a failure means for the job, and for the worker.
 # --------------------------------------------------------------------------------------------
 
 
-class InputError(Exception):
-    pass
+class JobFailed(Exception):
+    """The job fails; the worker is fine."""
 
 
-def show(value):
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+class WorkerBroken(Exception):
+    """The job fails and the worker must be replaced (refresh_worker)."""
 
 
-def is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+def request_timeout():
+    return env_seconds("HANDLER_REQUEST_TIMEOUT", 600.0)
 
 
-def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def judge(message):
+    """A WebUI failure that is not plainly the job's: the worker is broken when the error says
+    so (CUDA, out of GPU memory) or when it cannot even make a tiny image any more."""
+    if webui.FATAL.search(message):
+        raise WorkerBroken(message)
+    ok, why = webui.healthy(min(request_timeout(), 120.0))
+    if not ok:
+        raise WorkerBroken(f"{message}; then the health check (a 64x64 1-step txt2img) "
+                           f"failed: {why}")
+    raise JobFailed(message)
 
 
-def check_int(errors, payload, field, low, high, prefix, multiple_of=1, zero_ok=False):
-    if field not in payload:
-        return
-    value = payload[field]
-    extra = f", a multiple of {multiple_of}" if multiple_of > 1 else ""
-    zero = " (or 0 for unset)" if zero_ok else ""
-    if not is_int(value) or not (
-        (zero_ok and value == 0) or (low <= value <= high and value % multiple_of == 0)
-    ):
-        errors.append(f"{prefix}{field}: must be an integer from {low} to {high}{extra}{zero}, "
-                      f"got {show(value)}")
-
-
-def check_number(errors, payload, field, low, high, prefix, nullable=False):
-    if field not in payload or (nullable and payload[field] is None):
-        return
-    value = payload[field]
-    if not is_number(value) or not (low <= value <= high):
-        errors.append(f"{prefix}{field}: must be a number from {low} to {high}, got {show(value)}")
-
-
-def check_type(errors, payload, field, kind, prefix, nullable=True):
-    if field not in payload or (nullable and payload[field] is None):
-        return
-    value = payload[field]
-    names = {str: "a string", bool: "true or false", dict: "an object", list: "a list"}
-    if not isinstance(value, kind):
-        errors.append(f"{prefix}{field}: must be {names[kind]}, got {show(value)}")
-
-
-STRING_FIELDS = ("prompt", "negative_prompt", "sampler_name", "sampler_index", "scheduler",
-                 "hr_upscaler", "hr_sampler_name", "hr_scheduler", "hr_prompt",
-                 "hr_negative_prompt", "hr_checkpoint_name", "refiner_checkpoint", "script_name",
-                 "mask", "force_task_id", "infotext")
-BOOL_FIELDS = ("restore_faces", "tiling", "enable_hr", "send_images", "save_images",
-               "do_not_save_samples", "do_not_save_grid", "include_init_images",
-               "disable_extra_networks", "override_settings_restore_afterwards", "inpaint_full_res",
-               "mask_round")
-OBJECT_FIELDS = ("override_settings", "alwayson_scripts", "comments")
-LIST_FIELDS = ("script_args",)
-
-
-def check_generation(payload, prefix, img2img):
-    """A txt2img/img2img payload: types of the fields A1111 reads, and bounds that keep a job
-    inside what one worker can do. Unknown fields pass through: A1111 ignores them."""
-    errors = []
-    check_int(errors, payload, "steps", 1, 150, prefix)
-    check_int(errors, payload, "width", 64, 2048, prefix, multiple_of=8)
-    check_int(errors, payload, "height", 64, 2048, prefix, multiple_of=8)
-    check_int(errors, payload, "batch_size", 1, 8, prefix)
-    check_int(errors, payload, "n_iter", 1, 16, prefix)
-    check_int(errors, payload, "seed", -1, 2**32 - 1, prefix)
-    check_int(errors, payload, "subseed", -1, 2**32 - 1, prefix)
-    check_int(errors, payload, "hr_second_pass_steps", 0, 150, prefix)
-    check_int(errors, payload, "hr_resize_x", 64, 2048, prefix, multiple_of=8, zero_ok=True)
-    check_int(errors, payload, "hr_resize_y", 64, 2048, prefix, multiple_of=8, zero_ok=True)
-    check_number(errors, payload, "cfg_scale", 1, 30, prefix)
-    check_number(errors, payload, "denoising_strength", 0, 1, prefix, nullable=True)
-    check_number(errors, payload, "subseed_strength", 0, 1, prefix)
-    check_number(errors, payload, "hr_scale", 1, 4, prefix)
-    for field in STRING_FIELDS:
-        check_type(errors, payload, field, str, prefix)
-    for field in BOOL_FIELDS:
-        check_type(errors, payload, field, bool, prefix)
-    for field in OBJECT_FIELDS:
-        check_type(errors, payload, field, dict, prefix)
-    for field in LIST_FIELDS:
-        check_type(errors, payload, field, list, prefix)
-    styles = payload.get("styles")
-    if styles is not None and (not isinstance(styles, list)
-                               or not all(isinstance(s, str) for s in styles)):
-        errors.append(f"{prefix}styles: must be a list of style names, got {show(styles)}")
-    if img2img:
-        errors.extend(check_init_images(payload, prefix))
-    elif "init_images" in payload:
-        errors.append(f"{prefix}init_images: txt2img takes no init_images; "
-                      "send them to /sdapi/v1/img2img")
-    return errors
-
-
-def check_init_images(payload, prefix):
-    images = payload.get("init_images")
-    if not isinstance(images, list) or not images:
-        return [f"{prefix}init_images: img2img needs a non-empty list of base64-encoded images"]
-    errors = []
-    for index, image in enumerate(images):
-        field = f"{prefix}init_images[{index}]"
-        if not isinstance(image, str):
-            errors.append(f"{field}: must be a base64-encoded image string")
-        elif not image.startswith(("http://", "https://")) and not valid_base64(image):
-            errors.append(f"{field}: is not valid base64 (a data:image/...;base64, prefix is fine)")
-    mask = payload.get("mask")
-    if isinstance(mask, str) and mask and not valid_base64(mask):
-        errors.append(f"{prefix}mask: is not valid base64")
-    return errors
-
-
-def valid_base64(text):
-    if text.startswith("data:image/"):
-        _, _, text = text.partition(",")
+def ask(method, path, payload=None, query=None):
+    """The WebUI's decoded answer to one call, or JobFailed / WorkerBroken."""
+    what = f"{method} {path}"
+    timeout = request_timeout()
     try:
-        return len(base64.b64decode(text, validate=True)) > 0
-    except (binascii.Error, ValueError):
-        return False
+        answer = webui.call(method, path, payload, timeout=timeout, query=query)
+    except webui.CallFailed as exc:
+        if exc.timed_out:
+            raise WorkerBroken(f"webui: {what} did not answer within {timeout:g}s "
+                               "(HANDLER_REQUEST_TIMEOUT)") from None
+        raise WorkerBroken(f"webui: cannot reach {webui_url()} for {what}: {exc}") from None
+    status = answer.status
+    if 300 <= status < 400:
+        raise JobFailed(f"webui: {what} answered {status}, a redirect to "
+                        f"{redact(str(answer.location))[:200]}; redirects are not followed")
+    if 400 <= status < 500:
+        raise JobFailed(f"webui: {what} answered {status}: {webui.detail(answer)}")
+    if status >= 500 or status < 200:
+        judge(f"webui: {what} answered {status}: {webui.detail(answer)}")
+    if not answer.json:
+        judge(f"webui: {what} answered {status} with a body that is not JSON")
+    return answer.body
 
 
-def parse_request(job_input):
-    """(method, endpoint name, payload, field prefix) for a job's input, or InputError."""
-    if not isinstance(job_input, dict):
-        raise InputError('input: must be a JSON object: a txt2img payload, or {"api": '
-                         '{"method": ..., "endpoint": ...}, "payload": {...}}')
-    if "api" not in job_input:
-        errors = check_generation(job_input, "", img2img=False)
-        if errors:
-            raise InputError("; ".join(errors))
-        return "POST", "txt2img", job_input, ""
-
-    unexpected = sorted(set(job_input) - {"api", "payload"})
-    if unexpected:
-        raise InputError(f"input.{unexpected[0]}: unknown key; with \"api\" the input takes only "
-                         "\"api\" and \"payload\"")
-    api = job_input["api"]
-    if not isinstance(api, dict):
-        raise InputError(f'api: must be an object like {{"method": "POST", "endpoint": '
-                         f'"/sdapi/v1/txt2img"}}, got {show(api)}')
-    unexpected = sorted(set(api) - {"method", "endpoint"})
-    if unexpected:
-        raise InputError(f"api.{unexpected[0]}: unknown key; api takes \"method\" and \"endpoint\"")
-    method = api.get("method")
-    if not isinstance(method, str) or method.upper() not in ("GET", "POST"):
-        raise InputError(f"api.method: must be GET or POST, got {show(method)}")
-    method = method.upper()
-    endpoint = api.get("endpoint")
-    allowed = ", ".join(API_PREFIX + name for name in ALLOWED)
-    if not isinstance(endpoint, str):
-        raise InputError(f"api.endpoint: must be a string, one of {allowed}")
-    name = endpoint.rstrip("/")[len(API_PREFIX):] if endpoint.startswith(API_PREFIX) else None
-    if name not in ALLOWED:
-        raise InputError(f"api.endpoint: {show(endpoint)} is not allowed; use one of {allowed}")
-    if method not in ALLOWED[name]:
-        takes = " or ".join(sorted(ALLOWED[name]))
-        raise InputError(f"api.method: {API_PREFIX}{name} takes {takes}, not {method}")
-
-    payload = job_input.get("payload")
-    if payload is None:
-        payload = {}
-    if not isinstance(payload, dict):
-        raise InputError(f"payload: must be an object, got {show(payload)}")
-    if name in ("txt2img", "img2img"):
-        errors = check_generation(payload, "payload.", img2img=name == "img2img")
-        if errors:
-            raise InputError("; ".join(errors))
-    elif name == "progress":
-        unexpected = sorted(set(payload) - {"skip_current_image"})
-        if unexpected:
-            raise InputError(f"payload.{unexpected[0]}: unknown key; progress takes only "
-                             "skip_current_image")
-        if not isinstance(payload.get("skip_current_image", False), bool):
-            raise InputError("payload.skip_current_image: must be true or false")
-    elif name == "options" and method == "POST":
-        if not payload:
-            raise InputError("payload: POST /sdapi/v1/options needs the settings to change, "
-                             'e.g. {"sd_model_checkpoint": "model.safetensors"}')
-    elif payload:
-        raise InputError(f"payload: {method} {API_PREFIX}{name} takes no payload, "
-                         f"got keys {', '.join(sorted(payload))}")
-    return method, name, payload, "payload."
+_cache = {}
 
 
-def checkpoint_field(method, name, payload, prefix):
-    """(field, name) when the request names a checkpoint the WebUI must know, else None."""
-    if name == "options" and method == "POST" and "sd_model_checkpoint" in payload:
-        return f"{prefix}sd_model_checkpoint", payload["sd_model_checkpoint"]
-    if name in ("txt2img", "img2img"):
-        overrides = payload.get("override_settings") or {}
-        if "sd_model_checkpoint" in overrides:
-            return (f"{prefix}override_settings.sd_model_checkpoint",
-                    overrides["sd_model_checkpoint"])
-    return None
+def cached(key, fetch):
+    """Lists that do not change while the WebUI runs (samplers, schedulers, routes)."""
+    if key not in _cache:
+        _cache[key] = fetch()
+    return _cache[key]
 
 
-# --------------------------------------------------------------------------------------------
-# Calling the WebUI.
-# --------------------------------------------------------------------------------------------
-
-_session = requests.Session()
-
-
-def a1111_detail(response):
-    """The most useful message in an A1111 error answer."""
-    try:
-        body = response.json()
-    except ValueError:
-        text = response.text.strip()
-        return redact(text[:300]) or response.reason or "no details"
-    if isinstance(body, dict):
-        detail = body.get("detail")
-        if isinstance(detail, list):
-            # FastAPI's 422: [{"loc": ["body", "steps"], "msg": "..."}]
-            parts = []
-            for item in detail:
-                if isinstance(item, dict):
-                    loc = [str(p) for p in item.get("loc", []) if p != "body"]
-                    parts.append(f"{'.'.join(loc) or 'body'}: {item.get('msg', '')}")
-            if parts:
-                return "; ".join(parts)
-        if isinstance(detail, str) and detail:
-            return detail
-        for key in ("errors", "error"):
-            if isinstance(body.get(key), str) and body[key]:
-                return body[key]
-    return redact(json.dumps(body)[:300])
-
-
-def call_webui(method, name, payload):
-    """The handler's result for one WebUI call: A1111's answer or an error dict."""
-    url = f"{webui_url()}{API_PREFIX}{name}"
-    timeout = env_seconds("HANDLER_REQUEST_TIMEOUT", 600.0)
-    what = f"{method} {API_PREFIX}{name}"
-    try:
-        if method == "GET":
-            params = {k: str(v).lower() for k, v in payload.items()}
-            response = _session.get(url, params=params, timeout=(CONNECT_TIMEOUT, timeout))
-        else:
-            response = _session.post(url, json=payload, timeout=(CONNECT_TIMEOUT, timeout))
-    except requests.Timeout:
-        return {"error": f"webui: {what} did not answer within {timeout:g}s "
-                         "(HANDLER_REQUEST_TIMEOUT)", "refresh_worker": True}
-    except requests.ConnectionError as exc:
-        reason = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
-        return {"error": f"webui: cannot reach {webui_url()} for {what}: {reason}",
-                "refresh_worker": True}
-    except requests.RequestException as exc:
-        return {"error": f"webui: {what} failed: {type(exc).__name__}: {redact(str(exc))[:300]}",
-                "refresh_worker": True}
-
-    if 400 <= response.status_code < 500:
-        return {"error": f"webui: {what} answered {response.status_code}: {a1111_detail(response)}"}
-    if response.status_code >= 300 or response.status_code < 200:
-        return {"error": f"webui: {what} answered {response.status_code}: {a1111_detail(response)}",
-                "refresh_worker": True}
-    try:
-        answer = response.json()
-    except ValueError:
-        return {"error": f"webui: {what} answered {response.status_code} with a body that is not "
-                         "JSON", "refresh_worker": True}
-    if isinstance(answer, dict) and isinstance(answer.get("info"), str):
+def extension_routes():
+    def fetch():
         try:
-            answer["info"] = json.loads(answer["info"])
-        except ValueError:
-            pass  # Not every script fills info with JSON; then the string is the information.
-    return answer
+            spec = ask("GET", "/openapi.json")
+        except JobFailed:
+            return {}
+        paths = spec.get("paths") if isinstance(spec, dict) else None
+        if not isinstance(paths, dict):
+            return {}
+        return {path: {m.upper() for m in methods if m.upper() in ("GET", "POST")}
+                for path, methods in paths.items() if isinstance(methods, dict)}
+    return cached("routes", fetch)
 
 
-def checkpoint_names():
-    """Every name A1111 accepts for its checkpoints, or None when the WebUI cannot tell."""
-    try:
-        response = _session.get(f"{webui_url()}{API_PREFIX}sd-models", timeout=(CONNECT_TIMEOUT, 30))
-        items = response.json() if response.status_code == 200 else None
-    except (requests.RequestException, ValueError):
-        return None
-    if not isinstance(items, list):
-        return None
-    names = set()
-    for item in items:
+def sampler_names():
+    def fetch():
+        samplers = ask("GET", API_PREFIX + "samplers")
+        try:
+            schedulers = ask("GET", API_PREFIX + "schedulers")
+        except JobFailed:
+            schedulers = []  # A WebUI older than schedulers: nothing to check them against.
+        sampler_list, sampler_all = [], set()
+        for item in samplers if isinstance(samplers, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                sampler_list.append(item["name"])
+                sampler_all.add(item["name"])
+                sampler_all.update(a for a in item.get("aliases") or [] if isinstance(a, str))
+        scheduler_list, scheduler_all = [], set()
+        for item in schedulers if isinstance(schedulers, list) else []:
+            if isinstance(item, dict):
+                names = [item.get("name"), item.get("label"), *(item.get("aliases") or [])]
+                names = [n for n in names if isinstance(n, str)]
+                if names:
+                    scheduler_list.append(item.get("label") or names[0])
+                    scheduler_all.update(names)
+        return sampler_list, sampler_all, scheduler_list, scheduler_all
+    return cached("samplers", fetch)
+
+
+# What A1111's hires fix takes for "as the first pass".
+SAME = {"sampler": "Use same sampler", "scheduler": "Use same scheduler"}
+
+
+def check_samplers(request):
+    """A1111 v1.10 silently replaces an unknown sampler or scheduler with another."""
+    payload, prefix = request.payload, request.prefix
+    if not any(payload.get(f) for f in SAMPLER_FIELDS + SCHEDULER_FIELDS):
+        return
+    samplers, sampler_all, schedulers, scheduler_all = sampler_names()
+    if not samplers:
+        return
+    for field in SAMPLER_FIELDS:
+        name = payload.get(field)
+        # "DPM++ 2M Karras": the older way of naming sampler and scheduler at once.
+        if not name or name == SAME["sampler"] or name in sampler_all or any(
+                name.endswith(" " + s) and name[:-len(s) - 1] in sampler_all
+                for s in scheduler_all):
+            continue
+        raise JobFailed(f"{prefix}{field}: {show(name)} is not a sampler of this WebUI"
+                        f"{did_you_mean(name, samplers)}; valid: {', '.join(samplers)}")
+    for field in SCHEDULER_FIELDS:
+        name = payload.get(field)
+        if not name or name == SAME["scheduler"] or not scheduler_all or name in scheduler_all:
+            continue
+        raise JobFailed(f"{prefix}{field}: {show(name)} is not a scheduler of this WebUI"
+                        f"{did_you_mean(name, schedulers)}; valid: {', '.join(schedulers)}")
+
+
+def did_you_mean(name, choices):
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def checkpoints():
+    """[(sd-models item, every name A1111 accepts for it)]."""
+    items = ask("GET", API_PREFIX + "sd-models")
+    found = []
+    for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict):
             continue
         title = item.get("title") or ""
         bare = re.sub(r" \[[0-9a-f]+\]$", "", title)
         filename = item.get("filename") or ""
-        names.update({title, bare, os.path.splitext(bare)[0], item.get("model_name") or "",
-                      item.get("hash") or "", item.get("sha256") or "",
-                      os.path.basename(filename)})
-    names.discard("")
-    return names
+        names = {title, bare, os.path.splitext(bare)[0], item.get("model_name") or "",
+                 item.get("hash") or "", item.get("sha256") or "", os.path.basename(filename)}
+        names.discard("")
+        found.append((item, names))
+    return found
 
 
-def run_request(method, name, payload, prefix):
-    """Checks that need the WebUI, then the call itself."""
-    wanted = checkpoint_field(method, name, payload, prefix)
-    if wanted is not None:
-        field, checkpoint = wanted
-        if not isinstance(checkpoint, str) or not checkpoint:
-            return {"error": f"{field}: must be a checkpoint name (a string)"}
-        known = checkpoint_names()
-        # A1111 would answer 500 (options) or silently use another model (override_settings).
-        if known is not None and checkpoint not in known:
-            return {"error": f"{field}: {show(checkpoint)} is not a checkpoint the WebUI knows; "
-                             "GET /sdapi/v1/sd-models lists them (after adding files, POST "
-                             "/sdapi/v1/refresh-checkpoints)"}
-    return call_webui(method, name, payload)
+def find_checkpoint(field, name):
+    for item, names in checkpoints():
+        if name in names:
+            return item, names
+    # A1111 would answer 500 (options) or silently use another model (override_settings).
+    raise JobFailed(f"{field}: {show(name)} is not a checkpoint the WebUI knows; GET "
+                    "/sdapi/v1/sd-models lists them (after adding files, POST "
+                    "/sdapi/v1/refresh-checkpoints)")
+
+
+def options():
+    answer = ask("GET", API_PREFIX + "options")
+    if not isinstance(answer, dict):
+        raise WorkerBroken("webui: GET /sdapi/v1/options answered something other than an object")
+    return answer
+
+
+def restore(before):
+    """Put back the settings a job overrode. A1111 itself restores only the keys already in its
+    config.json; on a fresh WebUI a job's override would stay for every later job."""
+    try:
+        now = options()
+        changed = {key: value for key, value in before.items() if now.get(key) != value}
+        if changed:
+            ask("POST", API_PREFIX + "options", changed)
+            log(f"restored the settings a job overrode: {', '.join(sorted(changed))}")
+    except JobFailed as exc:
+        # A worker whose settings a job changed for good must not take the next job.
+        raise WorkerBroken(f"could not restore the settings the job overrode "
+                           f"({', '.join(sorted(before))}): {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# One job.
+# --------------------------------------------------------------------------------------------
+
+
+def run_request(request, job_id):
+    """The handler's result for one checked request: the WebUI's answer or an error dict."""
+    try:
+        result = perform(request)
+        if isinstance(result, dict) and "error" not in result:
+            result = outputs.deliver(result, job_id)
+        elif isinstance(result, list):
+            outputs.deliver(result, job_id)
+        return result
+    except (JobFailed, OutputError) as exc:
+        return {"error": str(exc)}
+    except WorkerBroken as exc:
+        return {"error": str(exc), "refresh_worker": True}
+
+
+def perform(request):
+    if request.name is None:
+        why = extension_route_allowed(request.method, request.path, extension_routes())
+        if why:
+            raise JobFailed(f"api.endpoint: {why}")
+    if request.name == "options" and request.method == "POST":
+        return set_options(request)
+    if request.generates:
+        return generate(request)
+    get = request.method == "GET"
+    answer = ask(request.method, request.path, None if get else request.payload,
+                 query=request.payload if get else None)
+    # A1111 answers null or {} here; runpod would end such a job with no output at all.
+    return {"ok": True} if answer is None or answer == {} else answer
+
+
+def set_options(request):
+    payload, prefix = request.payload, request.prefix
+    wanted = None
+    if "sd_model_checkpoint" in payload:
+        wanted = find_checkpoint(f"{prefix}sd_model_checkpoint", payload["sd_model_checkpoint"])
+    ask("POST", request.path, payload)
+    # A1111 answers 200 even when the checkpoint failed to load: read back what it uses.
+    now = options()
+    if wanted is not None and now.get("sd_model_checkpoint") not in wanted[1]:
+        raise JobFailed(
+            f"{prefix}sd_model_checkpoint: the WebUI did not switch to "
+            f"{show(payload['sd_model_checkpoint'])}; it still uses "
+            f"{show(now.get('sd_model_checkpoint'))} (loading the checkpoint failed inside "
+            "the WebUI; its log says why)")
+    return {"ok": True, "options": {key: now.get(key) for key in payload}}
+
+
+def generate(request):
+    payload, prefix = request.payload, request.prefix
+    check_samplers(request)
+    overrides = payload.get("override_settings") or {}
+    wanted = None
+    if "sd_model_checkpoint" in overrides:
+        wanted = find_checkpoint(f"{prefix}override_settings.sd_model_checkpoint",
+                                 overrides["sd_model_checkpoint"])
+    before = None
+    if overrides:
+        current = options()
+        before = {key: current.get(key) for key in overrides}
+    try:
+        answer = ask(request.method, request.path, payload)
+    except JobFailed:
+        if before is not None:
+            restore(before)
+        raise
+    if before is not None:
+        restore(before)
+    if not isinstance(answer, dict):
+        raise JobFailed(f"webui: {request.what} answered {show(answer)}, not an object")
+    if isinstance(answer.get("info"), str):
+        try:
+            answer["info"] = json.loads(answer["info"])
+        except ValueError:
+            pass  # Not every script fills info with JSON; then the string is the information.
+    used = answer["info"].get("sd_model_name") if isinstance(answer.get("info"), dict) else None
+    # A switch that failed inside A1111 still makes images, with the old model.
+    if wanted is not None and used is not None and used != wanted[0].get("model_name"):
+        raise JobFailed(
+            f"{prefix}override_settings.sd_model_checkpoint: the images were made with "
+            f"{show(used)}, not {show(overrides['sd_model_checkpoint'])} (loading the "
+            "checkpoint failed inside the WebUI; its log says why)")
+    return answer
 
 
 def interrupt_webui():
     """Best effort: stop the WebUI working on a job RunPod has cancelled."""
     try:
-        _session.post(f"{webui_url()}{API_PREFIX}interrupt", timeout=(2, 5))
-    except requests.RequestException as exc:
-        log(f"could not interrupt the WebUI: {type(exc).__name__}")
+        webui.call("POST", API_PREFIX + "interrupt", {}, timeout=5)
+    except webui.CallFailed as exc:
+        log(f"could not interrupt the WebUI: {exc}")
 
 
 def save_result(job_id, result):
@@ -520,19 +449,24 @@ async def handler(job):
     job_id = job.get("id", "?")
     started = time.monotonic()
     try:
-        method, name, payload, prefix = parse_request(job.get("input"))
+        request = parse_request(job.get("input"))
     except InputError as exc:
         result = {"error": str(exc)}
         what = "rejected"
     else:
-        what = f"{method} {API_PREFIX}{name}"
+        what = request.what
         try:
             # In a thread, so runpod's event loop keeps taking stop signals while the WebUI works.
-            result = await asyncio.to_thread(run_request, method, name, payload, prefix)
+            result = await asyncio.to_thread(run_request, request, job_id)
         except asyncio.CancelledError:
             log(f"job {job_id}: cancelled during {what}; interrupting the WebUI")
             await asyncio.to_thread(interrupt_webui)
             raise
+        except Exception as exc:  # noqa: BLE001 - a handler bug must still answer the caller
+            result = {"error": f"handler: {type(exc).__name__}: {exc}"}
+    if isinstance(result, dict) and "error" in result:
+        # Errors reach the caller: no secret or image data in them, as in the logs.
+        result["error"] = redact(result["error"])
     log(f"job {job_id}: {what} -> {summary(result)} in {time.monotonic() - started:.2f}s")
     save_result(job_id, result)
     return result
@@ -586,13 +520,13 @@ def wait_for_webui():
     last = "no answer yet"
     while True:
         try:
-            status = _session.get(url, timeout=(2, 10)).status_code
+            status = webui.call("GET", API_PREFIX + "sd-models", timeout=10).status
             if status == 200:
                 log(f"WebUI API ready after {time.monotonic() - started:.1f}s of polling")
                 return
             last = f"answered {status}"
-        except requests.RequestException as exc:
-            last = type(exc).__name__
+        except webui.CallFailed as exc:
+            last = str(exc)
         elapsed = time.monotonic() - started
         if elapsed >= timeout:
             log(f"the WebUI API at {url} did not answer 200 within {timeout:g}s "

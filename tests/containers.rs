@@ -354,6 +354,21 @@ fn full_image_dry_run_wires_the_stages_and_pins() {
         !out.contains("(missing!)"),
         "a file of the build context is missing:\n{out}"
     );
+    // Every module of the handler's package goes into the image beside handler.py.
+    let package = root().join("docker/sdhandler");
+    for entry in std::fs::read_dir(&package).expect("docker/sdhandler") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".py") {
+            let staged = format!(
+                "install -m 644 docker/sdhandler/{name} $WORKER_CONTEXT/rootfs/sdhandler/{name}"
+            );
+            assert!(out.contains(&staged), "{name} is not staged:\n{out}");
+        }
+    }
 
     // Stages: each FROM takes its base from the build argument xtask passes.
     assert_eq!(froms(&webui_dockerfile), vec!["${CUDA_BASE_IMAGE}"]);

@@ -101,6 +101,27 @@ fn webui_gets_the_seed_flag_set_with_port_and_loopback_and_checked_extra_flags()
 }
 
 #[test]
+fn runpod_and_bucket_secrets_reach_the_handler_but_not_the_webui() {
+    let fixture = Fixture::new()
+        .env("RUNPOD_AI_API_KEY", "rpa_test_key")
+        .env("RUNPOD_WEBHOOK_GET_JOB", "http://127.0.0.1:9/job-take/$ID")
+        .env("BUCKET_SECRET_ACCESS_KEY", "secret")
+        .env("BUCKET_ACCESS_KEY_ID", "id");
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+    assert_eq!(fixture.record("webui.worker_env").as_deref(), Some(""));
+    let handler = fixture.record("handler.worker_env").expect("recorded");
+    for name in [
+        "BUCKET_ACCESS_KEY_ID",
+        "BUCKET_SECRET_ACCESS_KEY",
+        "RUNPOD_AI_API_KEY",
+        "RUNPOD_WEBHOOK_GET_JOB",
+    ] {
+        assert!(handler.split(' ').any(|n| n == name), "{handler}");
+    }
+}
+
+#[test]
 fn handler_status_passes_through() {
     for status in [1, 7, 255] {
         let fixture = Fixture::new().env("FAKE_HANDLER_EXIT", &status.to_string());

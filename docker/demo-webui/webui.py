@@ -6,7 +6,7 @@ no model and no A1111 checkout. It is started exactly like a real checkout:
 
     <python> <WEBUI_DIR>/webui.py --api --nowebui --port 3000 --server-name 127.0.0.1 ...
 
-Python standard library only. What it copies from A1111 (see shared/a1111/README.md):
+Python standard library only. What it copies from A1111, as measured on A1111 v1.10.1:
 - the v1.10 command line: every flag A1111 accepts is accepted, an unknown one ends the process
   with argparse's error (status 2); COMMANDLINE_ARGS from the environment is appended;
 - start-up order: "imports" (DEMO_WEBUI_STARTUP_DELAY), the checkpoint list, the model load in a
@@ -16,7 +16,18 @@ Python standard library only. What it copies from A1111 (see shared/a1111/README
   the model load and run one at a time behind a queue lock;
 - A1111's response shapes: {"images": [base64 PNG], "parameters": {...}, "info": "<JSON string>"},
   errors {"error", "detail", "body", "errors"}, 422 {"detail": [...]} for a malformed body,
-  {"detail": "Not Found"} (404) for unknown paths; unknown sampler -> 400 "Sampler not found";
+  {"detail": "Not Found"} (404) for unknown paths; 500 for plain bad input, as A1111 answers it:
+  "Invalid encoded image", an unknown options key (KeyError), "Requests not allowed" (http init
+  images);
+- an unknown sampler is not refused: 200, made with "DPM++ 2M" (an unknown scheduler: Automatic),
+  with A1111's "Sampler Scheduler autocorrection" log line;
+- null answers: refresh-* and POST options answer JSON null, interrupt answers {};
+- options: GET lists every setting (defaults included); POST sets them; a checkpoint that fails
+  to load (DEMO_WEBUI_BROKEN_CHECKPOINTS) still answers 200 and the old model stays;
+- override_settings apply to one job and are restored afterwards only for keys already in
+  config.json (set by POST options, or sd_model_checkpoint once a model loaded), so on a fresh
+  WebUI a job's override stays for the following jobs, as in A1111;
+- GET /openapi.json lists the routes (FastAPI's own), extension routes included;
 - signals: SIGTERM -> graceful shutdown that waits for in-flight requests, then the process ends by
   SIGTERM (a shell reports 143), as uvicorn re-raises it; SIGINT -> graceful, exit 0; a second
   SIGINT exits at once. Before the port is bound SIGTERM kills at once (uvicorn is not running yet).
@@ -45,6 +56,11 @@ Environment knobs (all optional):
                                    instead of binding, as A1111 does when an import fails.
     DEMO_WEBUI_IGNORE_SIGTERM      non-empty: SIGTERM is ignored, as by a WebUI stuck in native
                                    code; only SIGKILL stops it. (Both for `cargo xtask bench`.)
+    DEMO_WEBUI_BROKEN_CHECKPOINTS  comma-separated checkpoint file names that fail to load: a
+                                   switch to one answers 200 and keeps the old model.
+    DEMO_WEBUI_CONTROLNET          non-empty: serve the routes of the ControlNet extension
+                                   (GET /controlnet/version, /controlnet/model_list, POST
+                                   /controlnet/detect), as an installed extension would.
     COMMANDLINE_ARGS               appended to the command line, split like a shell (as A1111).
 
 Endpoints (under /sdapi/v1/): GET sd-models, samplers, schedulers, upscalers,
@@ -790,8 +806,13 @@ def resolve_sampler(name, scheduler_name):
             scheduler = label
             break
     sampler = SAMPLER_NAMES.get(name)
-    if sampler is None:
-        raise ApiError.http(400, "Sampler not found")
+    if sampler is None or (scheduler_name and scheduler_name not in labels):
+        # A1111 v1.10.1 does not refuse them: it logs and makes the image with another.
+        fixed_sampler = sampler or "DPM++ 2M"
+        fixed_scheduler = scheduler if scheduler_name in labels or not scheduler_name else "Automatic"
+        print(f'Sampler Scheduler autocorrection: "{name}" -> "{fixed_sampler}", '
+              f'"{scheduler_name}" -> "{fixed_scheduler}"', flush=True)
+        sampler, scheduler = fixed_sampler, fixed_scheduler
     return sampler, scheduler
 
 
@@ -919,6 +940,30 @@ def format_number(value):
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+# GET /sdapi/v1/options: every setting with its default (A1111 has some 400; these are the ones
+# a worker's jobs touch, paths and server settings included).
+DEFAULT_OPTIONS = {
+    "samples_save": True, "samples_format": "png", "samples_filename_pattern": "",
+    "save_images_add_number": True, "grid_save": True, "grid_format": "png",
+    "jpeg_quality": 80, "webp_lossless": False, "save_txt": False,
+    "outdir_samples": "", "outdir_txt2img_samples": "outputs/txt2img-images",
+    "outdir_img2img_samples": "outputs/img2img-images", "outdir_extras_samples":
+    "outputs/extras-images", "outdir_grids": "", "outdir_save": "log/images",
+    "outdir_init_images": "outputs/init-images", "save_to_dirs": True,
+    "directories_filename_pattern": "[date]", "temp_dir": "", "clean_temp_dir_at_start": False,
+    "sd_model_checkpoint": None, "sd_checkpoint_hash": None, "sd_checkpoints_limit": 1,
+    "sd_checkpoint_cache": 0, "sd_vae": "Automatic", "sd_vae_overrides_per_model_preferences": True,
+    "sd_unet": "Automatic", "CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0,
+    "eta_ancestral": 1.0, "eta_ddim": 0.0, "s_churn": 0.0, "s_tmin": 0.0, "s_tmax": 0.0,
+    "s_noise": 1.0, "s_min_uncond": 0.0, "randn_source": "GPU", "token_merging_ratio": 0.0,
+    "img2img_color_correction": False, "img2img_fix_steps": False,
+    "initial_noise_multiplier": 1.0, "emphasis": "Original", "face_restoration": False,
+    "face_restoration_model": "CodeFormer", "code_former_weight": 0.5,
+    "upscaler_for_img2img": None, "show_progress_every_n_steps": 10,
+    "live_previews_enable": True, "api_enable_requests": True,
+    "api_forbid_local_requests": True, "api_useragent": "",
+}
+
 # --------------------------------------------------------------------------------------------
 # The application: routes and what they answer.
 # --------------------------------------------------------------------------------------------
@@ -938,28 +983,18 @@ class DemoWebUI:
         self.state = State()
         # A1111 runs generation and model changes one at a time behind this lock.
         self.queue_lock = threading.Lock()
-        self.options = {
-            "samples_format": "png",
-            "sd_model_checkpoint": None,
-            "sd_checkpoint_hash": None,
-            "sd_vae": "Automatic",
-            "CLIP_stop_at_last_layers": 1,
-            "eta_noise_seed_delta": 0,
-            "jpeg_quality": 80,
-            "samples_save": True,
-            "grid_save": True,
-            "outdir_txt2img_samples": "outputs/txt2img-images",
-            "outdir_img2img_samples": "outputs/img2img-images",
-            "sd_checkpoints_limit": 1,
-            "show_progress_every_n_steps": 10,
-            "live_previews_enable": True,
-            "api_enable_requests": True,
-            "api_forbid_local_requests": True,
-        }
+        self.options = json.loads(json.dumps(DEFAULT_OPTIONS))
+        # The keys config.json holds: A1111 restores a job's override_settings only for these.
+        self.config_keys = set()
+        self.broken_checkpoints = {name.strip() for name in
+                                   (environ.get("DEMO_WEBUI_BROKEN_CHECKPOINTS") or "").split(",")
+                                   if name.strip()}
         default = self.library.default_checkpoint()
         if default:
+            # A1111 writes the loaded model into its settings.
             self.options["sd_model_checkpoint"] = default.title
             self.options["sd_checkpoint_hash"] = default.sha256
+            self.config_keys.update({"sd_model_checkpoint", "sd_checkpoint_hash"})
         self.in_flight = 0
         self.in_flight_cond = threading.Condition()
         self.routes = {
@@ -999,6 +1034,24 @@ class DemoWebUI:
             ("POST", "unload-checkpoint"): lambda q, b: {},
             ("POST", "reload-checkpoint"): lambda q, b: {},
         }
+        # Routes of installed extensions, by full path.
+        self.extension_routes = {}
+        if environ.get("DEMO_WEBUI_CONTROLNET"):
+            self.extension_routes.update({
+                ("GET", "/controlnet/version"): lambda q, b: {"version": 2},
+                ("GET", "/controlnet/model_list"): lambda q, b: {"model_list": []},
+                ("POST", "/controlnet/detect"): lambda q, b: {"images": [], "info": "demo"},
+            })
+
+    def openapi(self):
+        """FastAPI's GET /openapi.json, reduced to what lists the routes."""
+        paths = {}
+        for method, name in self.routes:
+            paths.setdefault(f"/sdapi/v1/{name}", {})[method.lower()] = {"summary": name}
+        for method, path in self.extension_routes:
+            paths.setdefault(path, {})[method.lower()] = {"summary": path}
+        return {"openapi": "3.0.2", "info": {"title": "FastAPI", "version": "0.1.0"},
+                "paths": paths}
 
     def locked(self, action):
         def run(_query, _body):
@@ -1027,6 +1080,13 @@ class DemoWebUI:
 
     def dispatch(self, method, path, query, raw_body):
         """(status, JSON-able answer) for one request."""
+        if method == "GET" and path == "/openapi.json":
+            return 200, self.openapi()
+        extension = self.extension_routes.get((method, path))
+        if extension is not None:
+            return 200, extension(query, parse_json_body(raw_body) if method == "POST" else None)
+        if any(key[1] == path for key in self.extension_routes):
+            raise ApiError.plain(405, {"detail": "Method Not Allowed"})
         if not path.startswith("/sdapi/v1/"):
             raise ApiError.plain(404, {"detail": "Not Found"})
         name = path[len("/sdapi/v1/"):]
@@ -1052,12 +1112,32 @@ class DemoWebUI:
             checkpoint = self.library.find_checkpoint(name)
             if checkpoint is None:
                 raise ApiError.internal("RuntimeError", f"model {name!r} not found")
+        for key in body:
+            if key not in self.options:
+                # A1111's opts.set: data_labels[key] raises; the API turns it into a 500.
+                raise ApiError.internal("KeyError", repr(key))
+        if name is not None:
+            body = dict(body)
+            del body["sd_model_checkpoint"]
             with self.queue_lock:
-                self.loader.switch(checkpoint)
-            body = dict(body, sd_model_checkpoint=checkpoint.title)
-            self.options["sd_checkpoint_hash"] = checkpoint.sha256
+                if self._loads(checkpoint):
+                    self.loader.switch(checkpoint)
+                    self.options["sd_model_checkpoint"] = checkpoint.title
+                    self.options["sd_checkpoint_hash"] = checkpoint.sha256
+                    self.config_keys.update({"sd_model_checkpoint", "sd_checkpoint_hash"})
         self.options.update(body)
+        self.config_keys.update(body)
         return None
+
+    def _loads(self, checkpoint):
+        """False, with A1111's log line, for a checkpoint that fails to load: the setting keeps
+        its old value and the API still answers 200."""
+        if os.path.basename(checkpoint.filename) not in self.broken_checkpoints:
+            return True
+        print(f"changing setting sd_model_checkpoint to {checkpoint.title}: RuntimeError: "
+              f"demo-webui: {checkpoint.filename} cannot be loaded "
+              "(DEMO_WEBUI_BROKEN_CHECKPOINTS)", flush=True)
+        return False
 
     def interrupt(self, _query, _body):
         self.state.interrupt()
@@ -1113,45 +1193,61 @@ class DemoWebUI:
 
         with self.queue_lock:
             model = self.loader.wait()
-            model = self._override_model(params, model)
-            seed = params["seed"]
-            if seed is None or seed == -1:
-                seed = int(random.randrange(4294967294))
-            subseed = params["subseed"]
-            if subseed is None or subseed == -1:
-                subseed = int(random.randrange(4294967294))
-            total = batch_size * n_iter
-            all_seeds = [seed + i for i in range(total)]
-            all_subseeds = [subseed + i for i in range(total)]
-            prompt, negative = params["prompt"], params["negative_prompt"]
-            infotexts, images = [], []
-            self.state.begin(f"scripts_{kind}", n_iter, steps)
+            overrides = params["override_settings"] or {}
+            for key in overrides:
+                if key not in self.options:
+                    raise ApiError.internal("KeyError", repr(key))
+            # processing.process_images: stored only for keys in config.json.
+            stored = {k: self.options[k] for k in overrides if k in self.config_keys}
             try:
-                for iteration in range(n_iter):
-                    if self.state.interrupted:
+                self.options.update(overrides)
+                model = self._override_model(params, model)
+                return self._generate(kind, params, model, init_digest, sampler, scheduler,
+                                      width, height, steps, batch_size, n_iter)
+            finally:
+                if params["override_settings_restore_afterwards"]:
+                    self.options.update(stored)
+
+    def _generate(self, kind, params, model, init_digest, sampler, scheduler, width, height,
+                  steps, batch_size, n_iter):
+        seed = params["seed"]
+        if seed is None or seed == -1:
+            seed = int(random.randrange(4294967294))
+        subseed = params["subseed"]
+        if subseed is None or subseed == -1:
+            subseed = int(random.randrange(4294967294))
+        total = batch_size * n_iter
+        all_seeds = [seed + i for i in range(total)]
+        all_subseeds = [subseed + i for i in range(total)]
+        prompt, negative = params["prompt"], params["negative_prompt"]
+        infotexts, images = [], []
+        self.state.begin(f"scripts_{kind}", n_iter, steps)
+        try:
+            for iteration in range(n_iter):
+                if self.state.interrupted:
+                    break
+                with self.state.lock:
+                    self.state.job_no = iteration
+                for step in range(steps):
+                    if self.state.stop.is_set():
                         break
                     with self.state.lock:
-                        self.state.job_no = iteration
-                    for step in range(steps):
-                        if self.state.stop.is_set():
-                            break
-                        with self.state.lock:
-                            self.state.sampling_step = step
-                        if self.seconds_per_step:
-                            self.state.stop.wait(self.seconds_per_step)
-                    with self.state.lock:
-                        self.state.skipped = False
-                        if not self.state.interrupted:
-                            self.state.stop.clear()
-                    for index in range(iteration * batch_size, (iteration + 1) * batch_size):
-                        infotext = self._infotext(params, sampler, scheduler, all_seeds[index],
-                                                  width, height, model)
-                        infotexts.append(infotext)
-                        fingerprint = f"{all_seeds[index]}\0{prompt}\0{negative}".encode() + init_digest
-                        png = render_png(width, height, fingerprint, infotext)
-                        images.append(base64.b64encode(png).decode("ascii"))
-            finally:
-                self.state.end()
+                        self.state.sampling_step = step
+                    if self.seconds_per_step:
+                        self.state.stop.wait(self.seconds_per_step)
+                with self.state.lock:
+                    self.state.skipped = False
+                    if not self.state.interrupted:
+                        self.state.stop.clear()
+                for index in range(iteration * batch_size, (iteration + 1) * batch_size):
+                    infotext = self._infotext(params, sampler, scheduler, all_seeds[index],
+                                              width, height, model, self.clip_skip())
+                    infotexts.append(infotext)
+                    fingerprint = f"{all_seeds[index]}\0{prompt}\0{negative}".encode() + init_digest
+                    png = render_png(width, height, fingerprint, infotext)
+                    images.append(base64.b64encode(png).decode("ascii"))
+        finally:
+            self.state.end()
 
         info = {
             "prompt": prompt, "all_prompts": [prompt] * len(infotexts),
@@ -1170,7 +1266,7 @@ class DemoWebUI:
             "denoising_strength": params["denoising_strength"],
             "extra_generation_params": {"Schedule type": scheduler},
             "index_of_first_image": 0, "infotexts": infotexts, "styles": params["styles"] or [],
-            "job_timestamp": self.state.job_timestamp, "clip_skip": 1,
+            "job_timestamp": self.state.job_timestamp, "clip_skip": self.clip_skip(),
             "is_using_inpainting_conditioning": False, "version": VERSION,
         }
         if kind == "img2img" and not params["include_init_images"]:
@@ -1191,10 +1287,16 @@ class DemoWebUI:
             fallback = model.title if model else "none"
             print(f"Checkpoint {wanted} not found; loading fallback {fallback}", flush=True)
             return model
+        if not self._loads(checkpoint):
+            return model
         return checkpoint
 
+    def clip_skip(self):
+        value = self.options.get("CLIP_stop_at_last_layers")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
     @staticmethod
-    def _infotext(params, sampler, scheduler, seed, width, height, model):
+    def _infotext(params, sampler, scheduler, seed, width, height, model, clip_skip):
         fields = [
             f"Steps: {params['steps']}", f"Sampler: {sampler}", f"Schedule type: {scheduler}",
             f"CFG scale: {format_number(params['cfg_scale'])}", f"Seed: {seed}",
@@ -1204,6 +1306,8 @@ class DemoWebUI:
             if model.shorthash:
                 fields.append(f"Model hash: {model.shorthash}")
             fields.append(f"Model: {model.model_name}")
+        if clip_skip > 1:
+            fields.append(f"Clip skip: {clip_skip}")
         if params.get("denoising_strength") is not None and params.get("init_images"):
             fields.append(f"Denoising strength: {format_number(params['denoising_strength'])}")
         fields.append(f"Version: {VERSION}")

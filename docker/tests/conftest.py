@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,87 @@ def read_png(data):
 
 def decode_png_b64(text):
     return read_png(base64.b64decode(text))
+
+
+class FakeServer:
+    """A loopback HTTP server whose answers a test chooses per request: `answer(method, path,
+    body)` returns (status, JSON-able body or bytes, extra headers), or None for a plain 200 {}.
+    Every request is recorded as (method, path, body)."""
+
+    def __init__(self, answer=None):
+        outer = self
+        self.requests = []
+        self.answer = answer or (lambda method, path, body: None)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                self._serve("GET")
+
+            def do_POST(self):
+                self._serve("POST")
+
+            def _serve(self, method):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw
+                outer.requests.append((method, self.path, body))
+                result = outer.answer(method, self.path, body)
+                if callable(result):
+                    result(self)  # the test writes the answer itself (slow or odd answers)
+                    return
+                status, payload, headers = result or (200, {}, {})
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def paths(self):
+        return [(method, path) for method, path, _ in self.requests]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_server():
+    """fake_server(answer) -> FakeServer, closed when the test ends."""
+    servers = []
+
+    def make(answer=None):
+        server = FakeServer(answer)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def png_b64(width=8, height=8):
+    """A small real PNG, base64-encoded."""
+    raw = b"".join(b"\0" + bytes(3 * width) for _ in range(height))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return base64.b64encode(png).decode()

@@ -238,8 +238,9 @@ def test_img2img_uses_the_init_image(shared_demo):
 
 
 @pytest.mark.parametrize("path, body, status, detail", [
-    ("txt2img", {"sampler_name": "No Such Sampler", "steps": 1}, 400, "Sampler not found"),
     ("img2img", {"steps": 1}, 404, "Init image not found"),
+    ("img2img", {"init_images": ["http://127.0.0.1:9/cat.png"], "steps": 1}, 500,
+     "Requests not allowed"),
     ("img2img", {"init_images": ["bm90IGFuIGltYWdl"], "steps": 1}, 500, "Invalid encoded image"),
     ("txt2img", {"script_name": "nope"}, 422, "Script 'nope' not found"),
 ])
@@ -249,6 +250,79 @@ def test_a1111_errors_have_its_shape(shared_demo, path, body, status, detail):
     assert answer["error"] == "HTTPException"
     assert answer["detail"] == detail
     assert set(answer) == {"error", "detail", "body", "errors"}
+
+
+def test_unknown_sampler_or_scheduler_is_replaced_not_refused(spawn):
+    # A1111 v1.10.1: 200, the image made with DPM++ 2M, a log line and nothing else.
+    demo = start_demo(spawn)
+    body = {"steps": 1, "width": 64, "height": 64, "sampler_name": "No Such Sampler"}
+    status, answer = http("POST", f"{demo.url}/sdapi/v1/txt2img", body)
+    assert status == 200
+    assert json.loads(answer["info"])["sampler_name"] == "DPM++ 2M"
+    demo.process.wait_for_line('Sampler Scheduler autocorrection: "No Such Sampler" -> "DPM++ 2M"')
+    body = {"steps": 1, "width": 64, "height": 64, "sampler_name": "Euler", "scheduler": "nope"}
+    status, answer = http("POST", f"{demo.url}/sdapi/v1/txt2img", body)
+    assert status == 200
+    assert "Schedule type: Automatic" in json.loads(answer["info"])["infotexts"][0]
+
+
+def test_bad_input_answers_500_like_a1111(shared_demo):
+    status, answer = http("POST", f"{shared_demo.url}/sdapi/v1/img2img",
+                          {"init_images": ["bm90IGFuIGltYWdl"], "steps": 1})
+    assert (status, answer["detail"]) == (500, "Invalid encoded image")
+    status, answer = http("POST", f"{shared_demo.url}/sdapi/v1/options", {"no_such_key": 1})
+    assert status == 500
+    assert answer == {"error": "KeyError", "detail": "", "body": "", "errors": "'no_such_key'"}
+    body = {"steps": 1, "width": 64, "height": 64, "override_settings": {"no_such_key": 1}}
+    assert http("POST", f"{shared_demo.url}/sdapi/v1/txt2img", body)[0] == 500
+
+
+@pytest.mark.parametrize("method, path, answer", [
+    ("POST", "refresh-checkpoints", None), ("POST", "refresh-vae", None),
+    ("POST", "refresh-loras", None), ("POST", "refresh-embeddings", None),
+    ("POST", "interrupt", {}), ("POST", "skip", None),
+])
+def test_null_and_empty_answers(shared_demo, method, path, answer):
+    assert http(method, f"{shared_demo.url}/sdapi/v1/{path}") == (200, answer)
+
+
+def test_override_settings_stay_on_a_fresh_webui_and_are_restored_once_in_config(spawn):
+    # A1111 restores a job's override_settings only for keys already in config.json.
+    demo = start_demo(spawn)
+    options = f"{demo.url}/sdapi/v1/options"
+    body = {"steps": 1, "width": 64, "height": 64,
+            "override_settings": {"CLIP_stop_at_last_layers": 2}}
+    info = json.loads(http("POST", f"{demo.url}/sdapi/v1/txt2img", body)[1]["info"])
+    assert info["clip_skip"] == 2 and "Clip skip: 2" in info["infotexts"][0]
+    assert http("GET", options)[1]["CLIP_stop_at_last_layers"] == 2  # it stayed
+    assert http("POST", options, {"CLIP_stop_at_last_layers": 1}) == (200, None)
+    http("POST", f"{demo.url}/sdapi/v1/txt2img", body)
+    assert http("GET", options)[1]["CLIP_stop_at_last_layers"] == 1  # now in config: restored
+
+
+def test_a_checkpoint_that_fails_to_load_still_answers_200_and_keeps_the_old_model(spawn,
+                                                                                   tmp_path):
+    for name in ("good.safetensors", "broken.safetensors"):
+        (tmp_path / name).write_bytes(b"demo")
+    demo = start_demo(spawn, args=["--ckpt-dir", str(tmp_path), "--ckpt",
+                                   str(tmp_path / "good.safetensors")],
+                      env={"DEMO_WEBUI_BROKEN_CHECKPOINTS": "broken.safetensors"})
+    options = f"{demo.url}/sdapi/v1/options"
+    assert http("POST", options, {"sd_model_checkpoint": "broken"}) == (200, None)
+    demo.process.wait_for_line("changing setting sd_model_checkpoint to broken.safetensors")
+    assert http("GET", options)[1]["sd_model_checkpoint"].startswith("good.safetensors")
+    body = {"steps": 1, "width": 64, "height": 64,
+            "override_settings": {"sd_model_checkpoint": "broken"}}
+    status, answer = http("POST", f"{demo.url}/sdapi/v1/txt2img", body)
+    assert status == 200 and json.loads(answer["info"])["sd_model_name"] == "good"
+
+
+def test_openapi_lists_the_routes_and_extension_routes(spawn):
+    demo = start_demo(spawn, env={"DEMO_WEBUI_CONTROLNET": "1"})
+    paths = http("GET", f"{demo.url}/openapi.json")[1]["paths"]
+    assert set(paths["/sdapi/v1/options"]) == {"get", "post"}
+    assert set(paths["/controlnet/model_list"]) == {"get"}
+    assert http("GET", f"{demo.url}/controlnet/model_list") == (200, {"model_list": []})
 
 
 def test_malformed_bodies_get_fastapi_422(shared_demo):

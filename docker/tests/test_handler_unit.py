@@ -61,19 +61,27 @@ def webui_env(monkeypatch, shared_demo):
     ({"api": "txt2img"}, "api: must be an object"),
     ({"api": {"method": "PUT", "endpoint": "/sdapi/v1/txt2img"}},
      "api.method: must be GET or POST, got 'PUT'"),
-    ({"api": {"method": "POST"}}, "api.endpoint: must be a string"),
-    ({"api": {"method": "POST", "endpoint": "/sdapi/v1/extra-single-image"}},
-     "api.endpoint: '/sdapi/v1/extra-single-image' is not allowed; use one of /sdapi/v1/txt2img"),
-    ({"api": {"method": "GET", "endpoint": "/sdapi/v1/server-kill"}}, "is not allowed"),
+    ({"api": {"method": "POST"}}, "api.endpoint: must be a path like \"/sdapi/v1/txt2img\""),
+    ({"api": {"method": "POST", "endpoint": "/sdapi/v1/unload-checkpoint"}},
+     "api.endpoint: POST /sdapi/v1/unload-checkpoint is refused: it changes the WebUI for every "
+     "later job"),
+    ({"api": {"method": "POST", "endpoint": "/sdapi/v1/reload-checkpoint"}}, "is refused"),
+    ({"api": {"method": "POST", "endpoint": "/sdapi/v1/server-kill"}}, "is refused"),
+    ({"api": {"method": "POST", "endpoint": "/sdapi/v1/server-restart"}}, "is refused"),
+    ({"api": {"method": "POST", "endpoint": "/sdapi/v1/train/embedding"}}, "is refused"),
+    ({"api": {"method": "POST", "endpoint": "/sdapi/v1/create/hypernetwork"}}, "is refused"),
     ({"api": {"method": "GET", "endpoint": "/internal/ping"}}, "is not allowed"),
+    ({"api": {"method": "GET", "endpoint": "/openapi.json"}}, "is not allowed"),
+    ({"api": {"method": "GET", "endpoint": "/sdapi/v1/../internal/ping"}}, "must be a plain path"),
+    ({"api": {"method": "GET", "endpoint": "/sdapi/v1/options?x=1"}}, "must be a plain path"),
     ({"api": {"method": "GET", "endpoint": "/sdapi/v1/txt2img"}},
      "api.method: /sdapi/v1/txt2img takes POST, not GET"),
     ({"api": {"method": "POST", "endpoint": "/sdapi/v1/sd-models"}},
      "api.method: /sdapi/v1/sd-models takes GET, not POST"),
     ({"api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img", "timeout": 5}},
-     "api.timeout: unknown key"),
+     "unknown field api.timeout: api takes \"method\" and \"endpoint\""),
     ({"api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"}, "paylod": {}},
-     "input.paylod: unknown key"),
+     "unknown field input.paylod (did you mean payload?)"),
     ({"api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"}, "payload": [1]},
      "payload: must be an object"),
     ({"api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"}, "payload": {"steps": 0}},
@@ -89,7 +97,7 @@ def webui_env(monkeypatch, shared_demo):
     ({"api": {"method": "GET", "endpoint": "/sdapi/v1/samplers"}, "payload": {"x": 1}},
      "payload: GET /sdapi/v1/samplers takes no payload, got keys x"),
     ({"api": {"method": "GET", "endpoint": "/sdapi/v1/progress"}, "payload": {"x": 1}},
-     "payload.x: unknown key; progress takes only skip_current_image"),
+     "unknown field payload.x: not a field of A1111's progress"),
     ({"api": {"method": "GET", "endpoint": "/sdapi/v1/progress"},
       "payload": {"skip_current_image": "yes"}},
      "payload.skip_current_image: must be true or false"),
@@ -150,10 +158,24 @@ def test_form_b_txt2img_and_img2img(webui_env):
     ("GET", "progress", lambda r: r["progress"] == 0),
     ("GET", "memory", lambda r: "ram" in r),
     ("GET", "options", lambda r: r["samples_format"] == "png"),
-    ("POST", "interrupt", lambda r: r == {}),
-    ("POST", "refresh-checkpoints", lambda r: r is None),
-    ("POST", "refresh-loras", lambda r: r is None),
-    ("POST", "refresh-embeddings", lambda r: r is None),
+    ("GET", "upscalers", lambda r: "Lanczos" in [u["name"] for u in r]),
+    ("GET", "sd-vae", lambda r: r == []),
+    ("GET", "scripts", lambda r: "x/y/z plot" in r["txt2img"]),
+    ("GET", "script-info", lambda r: r == []),
+    ("GET", "extensions", lambda r: r == []),
+    ("GET", "face-restorers", lambda r: "GFPGAN" in [f["name"] for f in r]),
+    ("GET", "hypernetworks", lambda r: r == []),
+    ("GET", "latent-upscale-modes", lambda r: "Latent" in [m["name"] for m in r]),
+    ("GET", "prompt-styles", lambda r: r == []),
+    ("GET", "realesrgan-models", lambda r: r == []),
+    ("GET", "cmd-flags", lambda r: r["nowebui"] is True),
+    # A1111 answers null or {}: runpod would end the job with no output at all.
+    ("POST", "interrupt", lambda r: r == {"ok": True}),
+    ("POST", "skip", lambda r: r == {"ok": True}),
+    ("POST", "refresh-checkpoints", lambda r: r == {"ok": True}),
+    ("POST", "refresh-vae", lambda r: r == {"ok": True}),
+    ("POST", "refresh-loras", lambda r: r == {"ok": True}),
+    ("POST", "refresh-embeddings", lambda r: r == {"ok": True}),
 ])
 def test_form_b_every_allowed_endpoint(webui_env, method, name, check):
     result = run({"api": {"method": method, "endpoint": f"/sdapi/v1/{name}"}})
@@ -170,8 +192,10 @@ def test_options_post_and_checkpoint_names_are_checked(monkeypatch, spawn, tmp_p
     demo = start_demo(spawn, args=["--ckpt", str(tmp_path / "model.safetensors")])
     monkeypatch.setenv("WEBUI_API_URL", demo.url)
     api = {"method": "POST", "endpoint": "/sdapi/v1/options"}
-    assert run({"api": api, "payload": {"CLIP_stop_at_last_layers": 2}}) is None
-    assert run({"api": api, "payload": {"sd_model_checkpoint": "model"}}) is None
+    assert run({"api": api, "payload": {"CLIP_stop_at_last_layers": 2}}) == {
+        "ok": True, "options": {"CLIP_stop_at_last_layers": 2}}
+    assert run({"api": api, "payload": {"sd_model_checkpoint": "model"}}) == {
+        "ok": True, "options": {"sd_model_checkpoint": "model.safetensors"}}
     # A1111 answers 500 here, which would cost the worker: the handler asks sd-models first.
     result = run({"api": api, "payload": {"sd_model_checkpoint": "missing.safetensors"}})
     assert result == {"error": "payload.sd_model_checkpoint: 'missing.safetensors' is not a "
@@ -186,9 +210,13 @@ def test_options_post_and_checkpoint_names_are_checked(monkeypatch, spawn, tmp_p
 # ---- WebUI errors ------------------------------------------------------------------------------
 
 
-def test_webui_4xx_carries_a1111_detail_and_keeps_the_worker(webui_env):
-    result = run(dict(SMALL, sampler_name="Nope"))
-    assert result == {"error": "webui: POST /sdapi/v1/txt2img answered 400: Sampler not found"}
+def test_webui_4xx_carries_a1111_detail_and_keeps_the_worker(monkeypatch, spawn):
+    demo = start_demo(spawn)
+    monkeypatch.setenv("WEBUI_API_URL", demo.url)
+    api = {"method": "POST", "endpoint": "/sdapi/v1/txt2img"}
+    result = run({"api": api, "payload": dict(SMALL, script_name="nope")})
+    assert result == {"error": "webui: POST /sdapi/v1/txt2img answered 422: "
+                               "Script 'nope' not found"}
 
 
 def test_webui_422_lists_the_fields(webui_env):
@@ -277,10 +305,13 @@ def test_timeout_refreshes_the_worker(monkeypatch, fake_webui):
 
 
 def test_5xx_without_json_and_2xx_without_json(fake_webui):
+    # Every answer is a 502, the health check's too: the worker is broken.
     fake_webui(status=502, body=b"<html>Bad Gateway</html>", content_type="text/html")
     result = run(SMALL)
     assert result == {"error": "webui: POST /sdapi/v1/txt2img answered 502: "
-                               "<html>Bad Gateway</html>", "refresh_worker": True}
+                               "<html>Bad Gateway</html>; then the health check (a 64x64 "
+                               "1-step txt2img) failed: answered 502: <html>Bad Gateway</html>",
+                      "refresh_worker": True}
     fake_webui(status=200, body=b"not json", content_type="text/plain")
     result = run(SMALL)
     assert result["refresh_worker"] is True and "not JSON" in result["error"]
@@ -407,7 +438,7 @@ def test_env_seconds_falls_back_on_bad_values(monkeypatch, capsys):
     assert handler.env_seconds("HANDLER_REQUEST_TIMEOUT", 600.0) == 600.0
     monkeypatch.setenv("HANDLER_REQUEST_TIMEOUT", "2.5")
     assert handler.env_seconds("HANDLER_REQUEST_TIMEOUT", 600.0) == 2.5
-    assert "is not a number of seconds" in capsys.readouterr().out
+    assert "HANDLER_REQUEST_TIMEOUT='soon' is not a number" in capsys.readouterr().out
 
 
 def test_connect_refused_is_distinguished_from_a_closed_socket(monkeypatch):

@@ -115,6 +115,22 @@ impl Plan {
     }
 }
 
+/// Environment prefixes of what only the handler needs: RunPod's API key and job URLs, the
+/// bucket credentials. The WebUI runs third-party extensions and must not be able to read them.
+const HANDLER_ONLY_ENV_PREFIXES: [&str; 2] = ["RUNPOD_", "BUCKET_"];
+
+fn remove_worker_secrets(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if HANDLER_ONLY_ENV_PREFIXES
+            .iter()
+            .any(|p| text.starts_with(p))
+        {
+            command.env_remove(&name);
+        }
+    }
+}
+
 /// `python`, else `python3`, unless the setting names one.
 fn find_python(setting: &str, chosen: Option<&str>) -> Result<PathBuf, String> {
     match chosen.filter(|c| !c.is_empty()) {
@@ -244,6 +260,7 @@ impl Lifecycle<'_> {
             .args(&webui_argv[1..])
             .current_dir(&self.plan.webui_dir)
             .env("PYTHONUNBUFFERED", "true");
+        remove_worker_secrets(&mut webui);
         match self.supervisor.spawn(Role::Webui, &mut webui, None) {
             Ok(pid) => info!("WebUI API started with PID: {pid}"),
             Err(e) => {

@@ -19,6 +19,8 @@ def record(name, text):
 
 record("handler.pid", str(os.getpid()))
 record("handler.api_url", env("WEBUI_API_URL", ""))
+record("handler.worker_env", " ".join(sorted(
+    k for k in os.environ if k.startswith(("RUNPOD_", "BUCKET_")))))
 with open("/proc/self/maps") as maps:
     record("handler.tcmalloc", "yes" if "libtcmalloc" in maps.read() else "no")
 

@@ -23,6 +23,8 @@ def record(name, text):
 record("webui.pid", str(os.getpid()))
 record("webui.args", "\n".join(sys.argv[1:]))
 record("webui.ld_preload", env("LD_PRELOAD", ""))
+record("webui.worker_env", " ".join(sorted(
+    k for k in os.environ if k.startswith(("RUNPOD_", "BUCKET_")))))
 with open("/proc/self/maps") as maps:
     record("webui.tcmalloc", "yes" if "libtcmalloc" in maps.read() else "no")
 

@@ -521,6 +521,7 @@ fn commit(sh: &Shell) -> String {
     let measured = [
         "runtime",
         "docker/handler.py",
+        "docker/sdhandler",
         "docker/demo-webui",
         "docker/requirements.txt",
         "xtask/bench",

@@ -17,6 +17,20 @@ pub const LABEL_PREFIX: &str = "sd-worker.";
 /// Placeholder names the dry run prints for the temporary build contexts.
 const WEBUI_CONTEXT: &str = "$WEBUI_CONTEXT";
 const WORKER_CONTEXT: &str = "$WORKER_CONTEXT";
+/// The handler's own package, imported by docker/handler.py: staged beside it in the image.
+pub const HANDLER_PACKAGE: [(&str, &str); 5] = [
+    (
+        "docker/sdhandler/__init__.py",
+        "rootfs/sdhandler/__init__.py",
+    ),
+    ("docker/sdhandler/outputs.py", "rootfs/sdhandler/outputs.py"),
+    (
+        "docker/sdhandler/redaction.py",
+        "rootfs/sdhandler/redaction.py",
+    ),
+    ("docker/sdhandler/rules.py", "rootfs/sdhandler/rules.py"),
+    ("docker/sdhandler/webui.py", "rootfs/sdhandler/webui.py"),
+];
 /// Build arguments this command sets itself on the worker build.
 const SET_BY_XTASK: [&str; 3] = ["WEBUI_IMAGE", "RUNTIME_VERSION", "RUNTIME_REVISION"];
 
@@ -122,23 +136,29 @@ impl Plan {
             build_args: webui_args,
             tag: webui_tag,
         });
+        let mut worker_files = vec![
+            staged(WORKER_DOCKERFILE, "Dockerfile", 0o644),
+            StagedFile {
+                source: runtime_bin.clone(),
+                dest: "rootfs/usr/local/bin/worker-runtime",
+                mode: 0o755,
+            },
+            staged("docker/handler.py", "rootfs/handler.py", 0o644),
+            staged("docker/test_input.json", "rootfs/test_input.json", 0o644),
+            staged(
+                "docker/requirements.txt",
+                "rootfs/opt/sd-worker/handler-requirements.txt",
+                0o644,
+            ),
+        ];
+        worker_files.extend(
+            HANDLER_PACKAGE
+                .iter()
+                .map(|(source, dest)| staged(source, dest, 0o644)),
+        );
         let worker = DockerBuild {
             dockerfile: WORKER_DOCKERFILE,
-            files: vec![
-                staged(WORKER_DOCKERFILE, "Dockerfile", 0o644),
-                StagedFile {
-                    source: runtime_bin.clone(),
-                    dest: "rootfs/usr/local/bin/worker-runtime",
-                    mode: 0o755,
-                },
-                staged("docker/handler.py", "rootfs/handler.py", 0o644),
-                staged("docker/test_input.json", "rootfs/test_input.json", 0o644),
-                staged(
-                    "docker/requirements.txt",
-                    "rootfs/opt/sd-worker/handler-requirements.txt",
-                    0o644,
-                ),
-            ],
+            files: worker_files,
             build_args: worker_args,
             tag: args.tag.clone(),
         };
