@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     after_help = "Exit codes: the handler's own status (128+n if signal n killed it), or \
                   78 bad configuration, 81 WebUI exited before ready, 82 ready timeout, \
                   83 WebUI died while serving, 84 CUDA check failed (CUDA_CHECK=strict), \
-                  85 a process could not be started."
+                  85 a process or the signal handling could not be set up. \
+                  An empty variable counts as unset."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -62,6 +63,12 @@ pub struct Config {
     )]
     pub webui_extra_args: String,
 
+    /// Any non-empty value: pass WebUI flags that neither A1111's catalog nor an extension's
+    /// preload.py in WEBUI_DIR defines (they are still refused if they would rebind the API).
+    #[arg(long, env = "WEBUI_ALLOW_UNKNOWN_FLAGS", value_name = "ANY", num_args = 0..=1,
+          default_missing_value = "1", global = true)]
+    pub webui_allow_unknown_flags: Option<String>,
+
     /// Seconds to wait for the WebUI API to answer 200 before giving up.
     #[arg(long, env = "WEBUI_READY_TIMEOUT", default_value = "600", value_parser = parse_seconds, global = true)]
     pub webui_ready_timeout: Duration,
@@ -94,7 +101,12 @@ pub struct Config {
     #[arg(long, env = "HANDLER_START", value_enum, default_value_t = HandlerStart::Gate, global = true)]
     pub handler_start: HandlerStart,
 
-    /// Seconds a process gets between SIGTERM and SIGKILL during teardown.
+    /// Seconds the job in flight may still run after a stop signal; then the runtime asks the
+    /// WebUI to interrupt it (its partial result is returned) and stops the rest. 0: at once.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "4", value_parser = parse_seconds_or_zero, global = true)]
+    pub drain_timeout: Duration,
+
+    /// Seconds between SIGTERM and SIGKILL: one deadline shared by every process still running.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "5", value_parser = parse_seconds, global = true)]
     pub shutdown_grace: Duration,
 
@@ -106,6 +118,10 @@ pub struct Config {
     /// GPU check before the WebUI starts: warn (report and continue), strict (stop on failure), off.
     #[arg(long, env = "CUDA_CHECK", value_enum, default_value_t = CudaCheckMode::Warn, global = true)]
     pub cuda_check: CudaCheckMode,
+
+    /// Seconds the GPU check may take before it is stopped and counted as failed (a hung driver).
+    #[arg(long, env = "CUDA_CHECK_TIMEOUT", default_value = "30", value_parser = parse_seconds, global = true)]
+    pub cuda_check_timeout: Duration,
 
     /// Checkpoint baked into the image, loaded at start (--ckpt).
     #[arg(
@@ -146,8 +162,16 @@ pub struct Config {
 
 /// Parses the command line and environment. Help and version print as usual; any other error
 /// becomes one line naming the setting and what to fix, with the bad-configuration status.
+///
+/// Must run before any thread exists: it removes the runtime's own variables that are set but
+/// empty, so `SHUTDOWN_GRACE=` (a common container-template leftover) means the default.
 pub fn parse() -> Result<Cli, std::process::ExitCode> {
     use clap::error::ErrorKind;
+    for name in setting_variables(&Cli::command()) {
+        if std::env::var_os(&name).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(&name);
+        }
+    }
     match Cli::try_parse() {
         Ok(cli) => Ok(cli),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -157,15 +181,36 @@ pub fn parse() -> Result<Cli, std::process::ExitCode> {
         Err(e) => {
             let rendered = e.render().to_string();
             let line = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("worker-runtime: {}", line.trim_start_matches("error: "));
+            crate::logging::print_stderr(&format!(
+                "worker-runtime: {}",
+                line.trim_start_matches("error: ")
+            ));
             Err(std::process::ExitCode::from(crate::exit_code::BAD_CONFIG))
         }
     }
 }
 
+/// Every environment variable a setting reads, subcommands included.
+fn setting_variables(command: &clap::Command) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_os_string()))
+        .collect();
+    for sub in command.get_subcommands() {
+        names.extend(setting_variables(sub));
+    }
+    names
+}
+
 impl Config {
     pub fn tcmalloc_disabled(&self) -> bool {
         self.no_tcmalloc.as_deref().is_some_and(|v| !v.is_empty())
+    }
+
+    pub fn unknown_flags_allowed(&self) -> bool {
+        self.webui_allow_unknown_flags
+            .as_deref()
+            .is_some_and(|v| !v.is_empty())
     }
 }
 
@@ -193,6 +238,14 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(Duration::from_secs_f64(v)),
         _ => Err("not a duration: use a positive number of seconds, e.g. 30 or 0.5".into()),
+    }
+}
+
+fn parse_seconds_or_zero(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        _ => parse_seconds(s)
+            .map_err(|_| "not a duration: use 0 or a positive number of seconds, e.g. 4".into()),
     }
 }
 
