@@ -53,7 +53,8 @@ pub struct Config {
     #[arg(long, env = "WEBUI_PORT", default_value_t = 3000, value_parser = parse_port, global = true)]
     pub webui_port: u16,
 
-    /// More WebUI flags, split like shell words and checked against A1111's flag catalog.
+    /// More WebUI flags, split as Python's shlex splits (as A1111 splits COMMANDLINE_ARGS) and
+    /// checked against A1111's flag catalog and the flags of the extensions in WEBUI_DIR.
     #[arg(
         long,
         env = "WEBUI_EXTRA_ARGS",
