@@ -2,7 +2,8 @@
 //! splits COMMANDLINE_ARGS this way, so the runtime must see the very words the WebUI will see.
 //! A POSIX shell's rules differ in small ways that matter here: shlex also splits on `\r`, and
 //! inside double quotes a backslash escapes only `"` and `\`. A port of CPython's
-//! `shlex.read_token` for `whitespace_split=True`; the tests hold it against python3 itself.
+//! `shlex.read_token` for `whitespace_split=True`, written here rather than taken from a crate
+//! because what matters is agreement with Python's module: the tests hold it against python3.
 
 /// Python's `shlex.whitespace`.
 const WHITESPACE: [char; 4] = [' ', '\t', '\r', '\n'];
