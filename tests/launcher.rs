@@ -587,6 +587,53 @@ fn a_job_still_running_at_drain_timeout_is_interrupted_and_returns_its_partial_r
     assert_all_gone(&fixture, &lines, &["webui.pid", "handler.pid"]);
 }
 
+/// runpod's local test mode dies of SIGTERM with its job in flight: the WebUI, which would
+/// finish the orphaned generation before it exits, is told to interrupt it, so nothing needs the
+/// SIGKILL at the deadline.
+#[test]
+fn a_handler_dying_of_the_stop_signal_leaves_no_generation_running() {
+    let fixture = Fixture::new()
+        .env(
+            "WEBUI_DIR",
+            &support::demo_webui_dir().display().to_string(),
+        )
+        .env("DEMO_WEBUI_SECONDS_PER_STEP", "0.05")
+        .env("FAKE_HANDLER_JOB_STEPS", "2000")
+        .env("FAKE_HANDLER_DIE_ON_TERM", "1")
+        .env("SHUTDOWN_GRACE", "5");
+    let running = fixture.spawn();
+    assert!(running.wait_for_line("fake handler: job started"));
+    // The WebUI has the request once it reports a job in progress.
+    let progress = format!("http://127.0.0.1:{}/sdapi/v1/progress", fixture.port);
+    assert!(wait_for(|| {
+        let answer = std::process::Command::new("python3")
+            .args(["-c", "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())", &progress])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&answer.stdout)
+            .contains("\"job\": \"scripts_txt2img\"")
+            .then_some(())
+    })
+    .is_some());
+    running.signal(Signal::SIGTERM);
+    let (code, lines) = running.wait();
+    assert_eq!(code, 143, "{}", lines.join("\n"));
+    assert!(has_line(
+        &lines,
+        "RunPod handler exited (killed by SIGTERM)"
+    ));
+    assert!(has_line(
+        &lines,
+        "\"POST /sdapi/v1/interrupt HTTP/1.1\" 200"
+    ));
+    assert!(
+        !has_line(&lines, "at the stop deadline"),
+        "the WebUI finished the orphaned job: {}",
+        lines.join("\n")
+    );
+    assert_all_gone(&fixture, &lines, &["webui.pid", "handler.pid"]);
+}
+
 #[test]
 fn before_ready_everything_shares_one_stop_deadline() {
     // Both ignore SIGTERM: only the one SIGKILL at the shared deadline ends them.

@@ -74,7 +74,9 @@ def on_stop(signum, _frame):
     stop.append(signum)
 
 
-if env("FAKE_HANDLER_IGNORE_TERM") or env("FAKE_HANDLER_IGNORE_TERM_EARLY"):
+if env("FAKE_HANDLER_DIE_ON_TERM"):
+    pass  # Python's default: SIGTERM ends the process, the job in flight with it
+elif env("FAKE_HANDLER_IGNORE_TERM") or env("FAKE_HANDLER_IGNORE_TERM_EARLY"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 else:
