@@ -400,6 +400,11 @@ impl Lifecycle<'_> {
         if handler_exit {
             self.log_handler_exit();
             info!("RunPod handler exited, stopping WebUI API...");
+            // A handler that died of the signal (runpod's local test mode does) leaves its
+            // generation running in the WebUI, which would finish it before exiting. Idle, the
+            // interrupt changes nothing.
+            info!("asking the WebUI to interrupt any job the handler left running");
+            self.interrupt_webui();
             let code = self.handler_code(signal);
             return self.shutdown(code);
         }
@@ -411,11 +416,7 @@ impl Lifecycle<'_> {
                 drain.as_secs_f64(),
                 grace.as_secs_f64()
             );
-            match interrupt::send(&self.plan.api_url) {
-                Ok(200) => info!("the WebUI accepted the interrupt"),
-                Ok(status) => warn!("the WebUI answered the interrupt with HTTP {status}"),
-                Err(e) => warn!("could not ask the WebUI to interrupt the job: {e}"),
-            }
+            self.interrupt_webui();
         }
         // The handler was told to stop already: it keeps its time to post the result.
         self.supervisor
@@ -423,6 +424,17 @@ impl Lifecycle<'_> {
         self.log_handler_exit();
         info!("Shutdown complete.");
         self.handler_code(signal)
+    }
+
+    fn interrupt_webui(&self) {
+        if !self.supervisor.is_running(Role::Webui) {
+            return;
+        }
+        match interrupt::send(&self.plan.api_url) {
+            Ok(200) => info!("the WebUI accepted the interrupt"),
+            Ok(status) => warn!("the WebUI answered the interrupt with HTTP {status}"),
+            Err(e) => warn!("could not ask the WebUI to interrupt the job: {e}"),
+        }
     }
 
     fn log_handler_exit(&self) {
