@@ -566,6 +566,8 @@ fn a_job_still_running_at_drain_timeout_is_interrupted_and_returns_its_partial_r
         "still running 1.0 s after SIGTERM (DRAIN_TIMEOUT): asking the WebUI to interrupt",
         "fake handler: job returned 1 images",
         "RunPod handler exited (exit status 0)",
+        "RunPod handler exited, stopping WebUI API...",
+        "INFO:     Shutting down",
         "Shutdown complete.",
     ];
     let positions: Vec<usize> = order.iter().map(|n| position(&lines, n)).collect();
