@@ -367,9 +367,10 @@ impl Lifecycle<'_> {
 
     /// The stop while serving (README: the stop's timeline). The handler gets the stop signal
     /// and finishes its job in flight while the WebUI keeps serving it, for up to DRAIN_TIMEOUT.
-    /// Then the WebUI is asked to interrupt the job, so its partial result reaches the handler,
-    /// and everything else gets SIGTERM; whatever is left at DRAIN_TIMEOUT + SHUTDOWN_GRACE gets
-    /// SIGKILL. A deliberate second signal kills everything at once.
+    /// Then the WebUI is asked to interrupt the job, so its partial result reaches the handler;
+    /// once the handler exits (at DRAIN_TIMEOUT + SHUTDOWN_GRACE/2 at the latest) everything else
+    /// gets SIGTERM; whatever is left at DRAIN_TIMEOUT + SHUTDOWN_GRACE gets SIGKILL. A
+    /// deliberate second signal kills everything at once.
     fn drain(&mut self, signal: nix::sys::signal::Signal) -> u8 {
         let stopped = Instant::now();
         let forwarded = signals::forwarded(signal);
@@ -384,20 +385,7 @@ impl Lifecycle<'_> {
         self.supervisor.signal_group(Role::Handler, forwarded);
         let drain_deadline = stopped + drain;
         let kill_deadline = drain_deadline + grace;
-        let handler_exit = loop {
-            match self.supervisor.wait_exit(Role::Handler, drain_deadline) {
-                Waited::Exited => break true,
-                Waited::Deadline => break false,
-                Waited::Again(again) => {
-                    warn!("received {again} again: killing at once");
-                    self.supervisor.force();
-                    break false;
-                }
-                // The first stop is this one; nothing else can be first.
-                Waited::Stop(_) => {}
-            }
-        };
-        if handler_exit {
+        if self.wait_for_handler(drain_deadline) {
             self.log_handler_exit();
             info!("RunPod handler exited, stopping WebUI API...");
             // A handler that died of the signal (runpod's local test mode does) leaves its
@@ -417,6 +405,16 @@ impl Lifecycle<'_> {
                 grace.as_secs_f64()
             );
             self.interrupt_webui();
+            // The partial result comes back at the job's next step. The WebUI keeps serving
+            // while the handler returns it (a handler may still call the API), for up to half
+            // the grace, which leaves the other half to the WebUI's own SIGTERM.
+            if self.wait_for_handler(drain_deadline + grace / 2) {
+                self.log_handler_exit();
+                info!("RunPod handler exited, stopping WebUI API...");
+                self.supervisor.terminate(kill_deadline, grace, None);
+                info!("Shutdown complete.");
+                return self.handler_code(signal);
+            }
         }
         // The handler was told to stop already: it keeps its time to post the result.
         self.supervisor
@@ -424,6 +422,24 @@ impl Lifecycle<'_> {
         self.log_handler_exit();
         info!("Shutdown complete.");
         self.handler_code(signal)
+    }
+
+    /// Waits for the handler to exit until `until`; whether it did. A deliberate second stop
+    /// signal meanwhile forces (everything is killed at once next).
+    fn wait_for_handler(&mut self, until: Instant) -> bool {
+        loop {
+            match self.supervisor.wait_exit(Role::Handler, until) {
+                Waited::Exited => return true,
+                Waited::Deadline => return false,
+                Waited::Again(again) => {
+                    warn!("received {again} again: killing at once");
+                    self.supervisor.force();
+                    return false;
+                }
+                // The first stop signal is the one being handled.
+                Waited::Stop(_) => {}
+            }
+        }
     }
 
     fn interrupt_webui(&self) {
