@@ -341,12 +341,21 @@ impl Supervisor {
         Waited::Exited
     }
 
-    /// SIGKILL to the role's group, at once; waits (bounded) until its leader is reaped.
+    /// SIGKILL to the role's group, at once; waits (bounded) until its leader is reaped. Other
+    /// events meanwhile (a stop signal) stay queued for the caller.
     pub fn kill_now(&mut self, role: Role) {
         self.signal_group(role, Signal::SIGKILL);
         let limit = Instant::now() + KILL_WAIT_LIMIT;
+        let mut kept = Vec::new();
         while self.is_running(role) && Instant::now() < limit {
-            self.next(Some((Instant::now() + SWEEP_INTERVAL).min(limit)));
+            match self.next(Some((Instant::now() + SWEEP_INTERVAL).min(limit))) {
+                Event::Exited(r, _) if r == role => {}
+                Event::Deadline => {}
+                other => kept.push(other),
+            }
+        }
+        for event in kept.into_iter().rev() {
+            self.pending.push_front(event);
         }
     }
 
