@@ -418,7 +418,7 @@ impl Lifecycle<'_> {
         }
         // The handler was told to stop already: it keeps its time to post the result.
         self.supervisor
-            .terminate(kill_deadline, grace, Some((Role::Handler, kill_deadline)));
+            .terminate(kill_deadline, grace, Some(Role::Handler));
         self.log_handler_exit();
         info!("Shutdown complete.");
         self.handler_code(signal)
@@ -501,16 +501,17 @@ impl Lifecycle<'_> {
         Ok(gate_pipe.map(|(_, write)| File::from(write)))
     }
 
-    /// Closing the gate unwritten tells a waiting handler to exit; on a failure it gets half the
-    /// grace to do so on its own (it may still be importing), then SIGTERM. A stop signal does
-    /// not wait: the user asked to stop now. Either way one deadline, SHUTDOWN_GRACE from now,
-    /// ends everything.
+    /// Closing the gate unwritten tells a waiting handler to exit; on a failure it gets the
+    /// whole grace to do so on its own (it may still be importing, and a SIGTERM would only
+    /// cut its own report short), SIGKILL at the deadline. A stop signal does not wait: the
+    /// user asked to stop now. Either way one deadline, SHUTDOWN_GRACE from now, ends
+    /// everything.
     fn fail_before_ready(&mut self, gate: Option<File>, code: u8, wait_for_exit: bool) -> u8 {
         let gated = gate.is_some();
         drop(gate);
         let now = Instant::now();
         let grace = self.config.shutdown_grace;
-        let spare = (gated && wait_for_exit).then(|| (Role::Handler, now + grace / 2));
+        let spare = (gated && wait_for_exit).then_some(Role::Handler);
         self.supervisor.terminate(now + grace, grace, spare);
         info!("Shutdown complete.");
         code

@@ -366,32 +366,16 @@ impl Supervisor {
 
     /// Ends every process left under the runtime, with one deadline for all: SIGTERM now to the
     /// known groups and every live descendant (setsid'd, orphaned), SIGKILL to whatever remains
-    /// at `deadline`. `spare` keeps one role's group out of the SIGTERM until the given time (a
-    /// handler that was already told to stop, or that the closed gate tells to leave, and may
-    /// still finish cleanly). A deliberate second stop signal kills at once. Returns once every
-    /// child is reaped.
-    pub fn terminate(
-        &mut self,
-        deadline: Instant,
-        grace: Duration,
-        spare: Option<(Role, Instant)>,
-    ) {
+    /// at `deadline`. `spare` keeps one role's group out of the SIGTERM (a handler that was
+    /// already told to stop, or that the closed gate tells to leave, and may still finish
+    /// cleanly): it gets only the SIGKILL at the deadline, if it is still there. A deliberate
+    /// second stop signal kills at once. Returns once every child is reaped.
+    pub fn terminate(&mut self, deadline: Instant, grace: Duration, spare: Option<Role>) {
         let me = Pid::this();
-        let mut spare = spare.filter(|(role, _)| self.is_running(*role));
         if !self.forced {
-            self.term_all(spare.map(|(role, _)| role));
+            self.term_all(spare);
         }
         while !self.forced {
-            if let Some((role, until)) = spare {
-                if Instant::now() >= until {
-                    // Spared up to the deadline itself: SIGKILL is next anyway.
-                    if until < deadline && self.is_running(role) {
-                        tracing::info!("the {role} has not exited on its own: SIGTERM");
-                        self.signal_group(role, Signal::SIGTERM);
-                    }
-                    spare = None;
-                }
-            }
             let left = live_descendants(me);
             if left.is_empty() {
                 break;
