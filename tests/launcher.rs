@@ -4,8 +4,16 @@
 
 mod support;
 
+use std::time::{Duration, Instant};
+
 use nix::sys::signal::Signal;
-use support::{alive, has_line, position, zombies_of, Fixture};
+use support::{
+    alive, children_running, has_line, pgid, position, status_field, wait_for, zombies_of, Fixture,
+    Impostor,
+};
+
+/// The runtime's window for a burst of stop signals (one stop); a later one is deliberate.
+const BURST_WINDOW: Duration = Duration::from_secs(1);
 
 /// `webui.pid` and `handler.pid` come from the runtime's own log (the fake may be killed before
 /// it writes anything); other names from the fakes' records.
@@ -75,15 +83,16 @@ fn webui_gets_the_seed_flag_set_with_port_and_loopback_and_checked_extra_flags()
     assert_eq!(code, 0, "{}", lines.join("\n"));
     let args = fixture.record("webui.args").expect("webui args recorded");
     let args: Vec<&str> = args.lines().collect();
-    for flag in [
-        "--xformers",
-        "--api",
-        "--nowebui",
-        "--no-half-vae",
-        "--opt-sdp-attention",
-    ] {
+    for flag in ["--api", "--nowebui", "--no-half-vae", "--opt-sdp-attention"] {
         assert!(args.contains(&flag), "{flag} missing from {args:?}");
     }
+    // CUDA_CHECK=off confirms nothing: with xformers installed but unusable, every generation
+    // would fail in A1111's VAE.
+    assert!(!args.contains(&"--xformers"), "{args:?}");
+    assert!(has_line(
+        &lines,
+        "xformers not confirmed by the GPU check: --xformers dropped"
+    ));
     let port = fixture.port.to_string();
     assert!(
         args.windows(2).any(|w| w == ["--port", port.as_str()]),
@@ -272,7 +281,7 @@ fn stop_signal_while_serving_lets_the_handler_drain_then_stops_the_webui() {
             lines.join("\n")
         );
         let order = [
-            &format!("received {signal}: passing it to the handler") as &str,
+            &format!("received {signal}: passing {signal} to the handler") as &str,
             &format!("fake handler: draining after signal {}", signal as i32),
             "RunPod handler exited, stopping WebUI API...",
             "Shutdown complete.",
@@ -295,11 +304,13 @@ fn second_stop_signal_kills_at_once() {
     let running = fixture.spawn();
     assert!(running.wait_for_line("fake handler: serving"));
     running.signal(Signal::SIGTERM);
-    assert!(running.wait_for_line("passing it to the handler"));
+    assert!(running.wait_for_line("passing SIGTERM to the handler"));
+    // A deliberate second signal: later than a burst could be.
+    std::thread::sleep(BURST_WINDOW + Duration::from_millis(500));
     running.signal(Signal::SIGTERM);
     let (code, lines) = running.wait();
     assert_eq!(code, 137, "{}", lines.join("\n"));
-    assert!(has_line(&lines, "killing the handler at once"));
+    assert!(has_line(&lines, "received SIGTERM again: killing at once"));
     assert_all_gone(&fixture, &lines, &["webui.pid", "handler.pid"]);
 }
 
@@ -510,4 +521,621 @@ fn webui_args_prints_the_exact_command_line() {
         &words[words.len() - 2..],
         ["--styles-file", "my styles.csv"]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PID 1 under faults
+
+#[test]
+fn a_log_reader_that_goes_away_never_kills_the_runtime() {
+    let fixture = Fixture::new().env("FAKE_HANDLER_EXIT", "7");
+    let release = fixture.release_file().display().to_string();
+    let fixture = fixture.env("FAKE_HANDLER_WAIT_FILE", &release);
+    let mut command = fixture.command();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let stderr = writer.try_clone().expect("pipe clone");
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(stderr);
+    let mut child = command.spawn().expect("worker-runtime starts");
+    drop(command);
+    // The log shim reads one line and dies (`worker-runtime 2>&1 | head -1`).
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(reader), &mut first).expect("a line");
+    assert!(first.contains("Worker Initiated"), "{first}");
+    assert!(fixture.wait_for_record("handler.gate"));
+    // Every line from here on meets a closed pipe; the worker must still do its job.
+    std::fs::write(fixture.release_file(), "").expect("release the handler");
+    let status = wait_for(|| child.try_wait().expect("try_wait")).expect("runtime exits");
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "the handler's status, not a panic: {status:?}"
+    );
+    for name in ["webui.pid", "handler.pid"] {
+        let pid = fixture.recorded_pid(name).expect("started");
+        assert!(!alive(pid), "{name} left running");
+    }
+}
+
+/// The stop timeline with a job in flight, against the demo WebUI: the job runs on after the stop
+/// signal for DRAIN_TIMEOUT, then the runtime asks the WebUI to interrupt it, the handler gets the
+/// partial result, and everything is gone by DRAIN_TIMEOUT + SHUTDOWN_GRACE.
+#[test]
+fn a_job_still_running_at_drain_timeout_is_interrupted_and_returns_its_partial_result() {
+    let fixture = Fixture::new()
+        .env(
+            "WEBUI_DIR",
+            &support::demo_webui_dir().display().to_string(),
+        )
+        // 2000 steps of 50 ms: 100 s, far past every bound here, unless interrupted.
+        .env("DEMO_WEBUI_SECONDS_PER_STEP", "0.05")
+        .env("FAKE_HANDLER_JOB_STEPS", "2000")
+        .env("FAKE_HANDLER_DRAIN_EXIT", "0")
+        .env("DRAIN_TIMEOUT", "1")
+        .env("SHUTDOWN_GRACE", "5");
+    let running = fixture.spawn();
+    assert!(running.wait_for_line("fake handler: job started"));
+    let stopped = Instant::now();
+    running.signal(Signal::SIGTERM);
+    let (code, lines) = running.wait();
+    let took = stopped.elapsed();
+    eprintln!("stop with a job in flight, DRAIN_TIMEOUT=1 SHUTDOWN_GRACE=5: exit after {took:?}");
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+    let order = [
+        "received SIGTERM: passing SIGTERM to the handler",
+        "still running 1.0 s after SIGTERM (DRAIN_TIMEOUT): asking the WebUI to interrupt",
+        "fake handler: job returned 1 images",
+        "RunPod handler exited (exit status 0)",
+        "RunPod handler exited, stopping WebUI API...",
+        "INFO:     Shutting down",
+        "Shutdown complete.",
+    ];
+    let positions: Vec<usize> = order.iter().map(|n| position(&lines, n)).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "{}",
+        lines.join("\n")
+    );
+    assert_eq!(fixture.record("handler.job").as_deref(), Some("1 images"));
+    assert!(has_line(
+        &lines,
+        "\"POST /sdapi/v1/interrupt HTTP/1.1\" 200"
+    ));
+    assert!(
+        !has_line(&lines, "at the stop deadline"),
+        "nothing needed SIGKILL: {}",
+        lines.join("\n")
+    );
+    assert_all_gone(&fixture, &lines, &["webui.pid", "handler.pid"]);
+}
+
+/// runpod's local test mode dies of SIGTERM with its job in flight: the WebUI, which would
+/// finish the orphaned generation before it exits, is told to interrupt it, so nothing needs the
+/// SIGKILL at the deadline.
+#[test]
+fn a_handler_dying_of_the_stop_signal_leaves_no_generation_running() {
+    let fixture = Fixture::new()
+        .env(
+            "WEBUI_DIR",
+            &support::demo_webui_dir().display().to_string(),
+        )
+        .env("DEMO_WEBUI_SECONDS_PER_STEP", "0.05")
+        .env("FAKE_HANDLER_JOB_STEPS", "2000")
+        .env("FAKE_HANDLER_DIE_ON_TERM", "1")
+        .env("SHUTDOWN_GRACE", "5");
+    let running = fixture.spawn();
+    assert!(running.wait_for_line("fake handler: job started"));
+    // The WebUI has the request once it reports a job in progress.
+    let progress = format!("http://127.0.0.1:{}/sdapi/v1/progress", fixture.port);
+    assert!(wait_for(|| {
+        let answer = std::process::Command::new("python3")
+            .args(["-c", "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())", &progress])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&answer.stdout)
+            .contains("\"job\": \"scripts_txt2img\"")
+            .then_some(())
+    })
+    .is_some());
+    running.signal(Signal::SIGTERM);
+    let (code, lines) = running.wait();
+    assert_eq!(code, 143, "{}", lines.join("\n"));
+    assert!(has_line(
+        &lines,
+        "RunPod handler exited (killed by SIGTERM)"
+    ));
+    assert!(has_line(
+        &lines,
+        "\"POST /sdapi/v1/interrupt HTTP/1.1\" 200"
+    ));
+    assert!(
+        !has_line(&lines, "at the stop deadline"),
+        "the WebUI finished the orphaned job: {}",
+        lines.join("\n")
+    );
+    assert_all_gone(&fixture, &lines, &["webui.pid", "handler.pid"]);
+}
+
+#[test]
+fn before_ready_everything_shares_one_stop_deadline() {
+    // Both ignore SIGTERM: only the one SIGKILL at the shared deadline ends them.
+    let fixture = Fixture::new()
+        .env("FAKE_MODE", "never")
+        .env("FAKE_IGNORE_TERM", "1")
+        .env("FAKE_HANDLER_IGNORE_TERM_EARLY", "1")
+        // Still importing: the closed gate does not end it either.
+        .env("FAKE_HANDLER_IMPORT_SECONDS", "100")
+        .env("SHUTDOWN_GRACE", "1");
+    let running = fixture.spawn();
+    assert!(running.wait_for_line("waiting at the readiness gate"));
+    assert!(fixture.wait_for_record("webui.pid"));
+    assert!(fixture.wait_for_record("handler.ignoring"));
+    let stopped = Instant::now();
+    running.signal(Signal::SIGTERM);
+    let (code, lines) = running.wait();
+    eprintln!(
+        "stop before ready, both ignoring SIGTERM, SHUTDOWN_GRACE=1: exit after {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(code, 143, "{}", lines.join("\n"));
+    let kills: Vec<&String> = lines.iter().filter(|l| l.contains("SIGKILL")).collect();
+    assert_eq!(kills.len(), 1, "one deadline for all: {}", lines.join("\n"));
+    assert!(kills[0].contains("SHUTDOWN_GRACE"), "{}", kills[0]);
+    assert_all_gone(&fixture, &lines, &["webui.pid", "handler.pid"]);
+}
+
+#[test]
+fn sighup_and_sigquit_reach_the_handler_as_sigterm() {
+    for signal in [Signal::SIGHUP, Signal::SIGQUIT] {
+        let fixture = Fixture::new()
+            .env("FAKE_HANDLER_SERVE", "1")
+            .env("FAKE_HANDLER_DRAIN_EXIT", "5");
+        let running = fixture.spawn();
+        assert!(running.wait_for_line("fake handler: serving"));
+        running.signal(signal);
+        let (code, lines) = running.wait();
+        assert_eq!(code, 5, "{signal}: {}", lines.join("\n"));
+        assert!(has_line(
+            &lines,
+            &format!("received {signal}: passing SIGTERM to the handler")
+        ));
+        assert!(has_line(&lines, "fake handler: draining after signal 15"));
+        assert_all_gone(&fixture, &lines, &["webui.pid", "handler.pid"]);
+    }
+}
+
+#[test]
+fn a_burst_of_stop_signals_is_one_stop_and_the_job_finishes() {
+    // GNU timeout signals its child and then the child's group: the same stop, twice.
+    let fixture = Fixture::new()
+        .env("FAKE_HANDLER_SERVE", "1")
+        .env("FAKE_HANDLER_DRAIN_EXIT", "5");
+    let running = fixture.spawn();
+    assert!(running.wait_for_line("fake handler: serving"));
+    running.signal(Signal::SIGTERM);
+    running.signal(Signal::SIGINT);
+    let (code, lines) = running.wait();
+    assert_eq!(code, 5, "the job was not killed: {}", lines.join("\n"));
+    assert!(
+        has_line(&lines, "received SIGINT") && has_line(&lines, "same stop"),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(!has_line(&lines, "killing"), "{}", lines.join("\n"));
+}
+
+#[test]
+fn every_other_catchable_signal_is_ignored_not_fatal() {
+    let fixture = Fixture::new()
+        .env("FAKE_HANDLER_SERVE", "1")
+        .env("FAKE_HANDLER_DRAIN_EXIT", "5");
+    let running = fixture.spawn();
+    assert!(running.wait_for_line("fake handler: serving"));
+    let others = [
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGALRM,
+        Signal::SIGVTALRM,
+        Signal::SIGPROF,
+        Signal::SIGPWR,
+        Signal::SIGXCPU,
+        Signal::SIGXFSZ,
+        Signal::SIGIO,
+        Signal::SIGSTKFLT,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGWINCH,
+        Signal::SIGURG,
+        Signal::SIGPIPE,
+    ];
+    for signal in others {
+        running.signal(signal);
+    }
+    // A real-time signal: its default action ends a process too.
+    let rt = nix::libc::SIGRTMIN() + 3;
+    assert_eq!(unsafe { nix::libc::kill(running.pid().as_raw(), rt) }, 0);
+    assert!(running.wait_for_line("received SIGRTMIN+3: ignored"));
+    assert!(running.wait_for_line("received SIGUSR1: ignored"));
+    running.signal(Signal::SIGTERM);
+    let (code, lines) = running.wait();
+    assert_eq!(code, 5, "{}", lines.join("\n"));
+    assert!(has_line(&lines, "fake handler: draining after signal 15"));
+    assert!(!has_line(&lines, "draining after signal 10"));
+}
+
+#[test]
+fn a_first_signal_during_teardown_is_not_called_a_second_one() {
+    // The WebUI ignores SIGTERM, so the teardown lasts the whole grace: time for the signal.
+    let fixture = Fixture::new()
+        .env("FAKE_IGNORE_TERM", "1")
+        .env("SHUTDOWN_GRACE", "5");
+    let running = fixture.spawn();
+    assert!(running.wait_for_line("RunPod handler exited, stopping WebUI API..."));
+    running.signal(Signal::SIGTERM);
+    let (code, lines) = running.wait();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+    assert!(
+        has_line(&lines, "received SIGTERM while shutting down"),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(!has_line(&lines, "again"), "{}", lines.join("\n"));
+    assert_all_gone(&fixture, &lines, &["webui.pid"]);
+}
+
+#[test]
+fn children_start_with_no_blocked_signal_a_parent_death_signal_and_no_terminal() {
+    let fixture = Fixture::new()
+        .env("FAKE_HANDLER_SERVE", "1")
+        .env("FAKE_HANDLER_DRAIN_EXIT", "0");
+    let running = fixture.spawn();
+    assert!(running.wait_for_line("fake handler: serving"));
+    for role in ["webui", "handler"] {
+        let pid = fixture.recorded_pid(&format!("{role}.pid")).expect("pid");
+        assert_eq!(
+            status_field(pid, "SigBlk").as_deref(),
+            Some("0000000000000000"),
+            "{role}"
+        );
+        assert_eq!(
+            fixture.record(&format!("{role}.pdeathsig")).as_deref(),
+            Some("9"),
+            "{role}: SIGKILL when the runtime dies"
+        );
+        assert_eq!(
+            fixture.record(&format!("{role}.stdin")).as_deref(),
+            Some("/dev/null"),
+            "{role}"
+        );
+        assert_eq!(pgid(pid), Some(pid), "{role} leads its own process group");
+    }
+    running.signal(Signal::SIGTERM);
+    let (code, lines) = running.wait();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+}
+
+#[test]
+fn children_die_with_a_killed_runtime() {
+    let fixture = Fixture::new().env("FAKE_HANDLER_SERVE", "1");
+    let running = fixture.spawn();
+    assert!(running.wait_for_line("fake handler: serving"));
+    let webui = fixture.recorded_pid("webui.pid").expect("webui");
+    let handler = fixture.recorded_pid("handler.pid").expect("handler");
+    running.signal(Signal::SIGKILL);
+    let (code, _) = running.wait();
+    assert_eq!(code, 137);
+    assert!(wait_for(|| (!alive(webui) && !alive(handler)).then_some(())).is_some());
+}
+
+#[test]
+fn children_never_compete_for_the_terminal() {
+    let fixture = Fixture::new().env("FAKE_READ_STDIN", "1");
+    let (mut master, mut slave) = (0, 0);
+    let opened = unsafe {
+        nix::libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty");
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    let running = fixture.spawn_with(move |command| {
+        use std::os::unix::process::CommandExt;
+        command.stdin(slave);
+        // The runtime runs in the foreground of a terminal, as `cargo xtask run-local` does.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()?;
+                if nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let (code, lines) = running.wait();
+    drop(master);
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+    assert_eq!(fixture.record("webui.stdin_read").as_deref(), Some("eof"));
+    assert_eq!(fixture.record("handler.stdin_read").as_deref(), Some("eof"));
+}
+
+#[test]
+fn a_stop_during_a_hung_gpu_check_stops_at_once_and_the_check_is_spawned_like_the_others() {
+    let fixture = Fixture::new()
+        .env("CUDA_CHECK", "warn")
+        .env("CUDA_CHECK_TIMEOUT", "120")
+        .env(
+            "LD_LIBRARY_PATH",
+            &support::fake_libcuda_dir().display().to_string(),
+        )
+        .env("FAKE_CUDA_INIT_SLEEP", "100");
+    let running = fixture.spawn();
+    let check = wait_for(|| children_running(running.pid(), "cuda-check").pop())
+        .expect("the GPU check runs");
+    assert_eq!(
+        status_field(check, "SigBlk").as_deref(),
+        Some("0000000000000000")
+    );
+    assert_eq!(pgid(check), Some(check), "own process group");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{check}/fd/0")).ok(),
+        Some("/dev/null".into())
+    );
+    running.signal(Signal::SIGTERM);
+    let (code, lines) = running.wait();
+    assert_eq!(code, 143, "{}", lines.join("\n"));
+    assert!(has_line(&lines, "received SIGTERM during the CUDA check"));
+    assert!(!alive(check), "the hung check was left running");
+    assert_eq!(fixture.record("webui.pid"), None);
+}
+
+#[test]
+fn a_hung_gpu_check_dies_with_a_killed_runtime() {
+    let fixture = Fixture::new()
+        .env("CUDA_CHECK", "warn")
+        .env(
+            "LD_LIBRARY_PATH",
+            &support::fake_libcuda_dir().display().to_string(),
+        )
+        .env("FAKE_CUDA_INIT_SLEEP", "100");
+    let running = fixture.spawn();
+    let check = wait_for(|| children_running(running.pid(), "cuda-check").pop())
+        .expect("the GPU check runs");
+    running.signal(Signal::SIGKILL);
+    let _ = running.wait();
+    assert!(wait_for(|| (!alive(check)).then_some(())).is_some());
+}
+
+#[test]
+fn the_gpu_check_bound_is_a_setting() {
+    let fixture = Fixture::new()
+        .env("CUDA_CHECK", "warn")
+        .env("CUDA_CHECK_TIMEOUT", "0.5")
+        .env(
+            "LD_LIBRARY_PATH",
+            &support::fake_libcuda_dir().display().to_string(),
+        )
+        .env("FAKE_CUDA_INIT_SLEEP", "100");
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 0, "warn mode goes on: {}", lines.join("\n"));
+    assert!(has_line(&lines, "did not finish within 0.5 s"));
+    assert!(has_line(&lines, "CUDA_CHECK_TIMEOUT"));
+}
+
+#[test]
+fn strict_gpu_check_failure_exits_84_and_starts_nothing() {
+    let fixture = Fixture::new()
+        .env("CUDA_CHECK", "strict")
+        .env(
+            "LD_LIBRARY_PATH",
+            &support::fake_libcuda_dir().display().to_string(),
+        )
+        .env("FAKE_CUDA_INIT_RESULT", "100");
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 84, "{}", lines.join("\n"));
+    assert!(has_line(&lines, "CUDA_CHECK=strict: the CUDA check failed"));
+    assert_eq!(fixture.record("webui.pid"), None);
+    assert_eq!(fixture.record("handler.pid"), None);
+}
+
+#[test]
+fn a_process_that_cannot_be_started_exits_85() {
+    let fixture = Fixture::new();
+    // Executable, so it passes validation; its interpreter does not exist, so exec fails.
+    let python = fixture.dir.path().join("broken-python");
+    std::fs::write(&python, "#!/nonexistent/interpreter\n").expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let fixture = fixture.env("WEBUI_PYTHON", &python.display().to_string());
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 85, "{}", lines.join("\n"));
+    assert!(has_line(&lines, "cannot start the WebUI"));
+    assert_eq!(fixture.record("handler.pid"), None);
+}
+
+#[test]
+fn commandline_args_are_split_as_a1111_splits_them_and_cannot_rebind_the_webui() {
+    for args in [
+        "--ckpt-dir=/x\r--server-name\r127.0.0.2",
+        "--medvram\n--listen",
+        "--ckpt-dir /x --server-nam 0.0.0.0",
+        "'--port' 9999",
+    ] {
+        let fixture = Fixture::new()
+            .env("COMMANDLINE_ARGS", args)
+            .env("WEBUI_ALLOW_UNKNOWN_FLAGS", "1");
+        let (code, lines) = fixture.run();
+        assert_eq!(code, 78, "{args:?}: {}", lines.join("\n"));
+        assert!(has_line(&lines, "COMMANDLINE_ARGS"), "{}", lines.join("\n"));
+        assert_eq!(fixture.record("webui.pid"), None, "{args:?}");
+    }
+    // Quotes and backslashes as Python's shlex reads them: one value with a space in it.
+    let fixture = Fixture::new().env(
+        "COMMANDLINE_ARGS",
+        r#"--ckpt-dir "/my models\\x" --medvram"#,
+    );
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+}
+
+#[test]
+fn extension_flags_are_accepted_and_typos_still_refused() {
+    let preload = r#"
+def preload(parser):
+    parser.add_argument("--controlnet-dir", type=str, help="Path to directory with ControlNet models", default=None)
+    parser.add_argument(
+        "--no-half-controlnet",
+        action='store_true',
+        help="do not switch the ControlNet models to 16-bit floats",
+        default=None,
+    )
+    parser.add_argument("--controlnet-preprocessor-cache-size", type=int, help="Cache size", default=16)
+    parser.add_argument("--controlnet-loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING"], help="level")
+"#;
+    let with_extension = || {
+        let fixture = Fixture::new();
+        fixture.webui_file("extensions/sd-webui-controlnet/preload.py", preload);
+        fixture.webui_file(
+            "extensions-builtin/Lora/preload.py",
+            "def preload(parser):\n    parser.add_argument('--lyco-dir-backcompat', type=str, default=None)\n",
+        );
+        fixture
+    };
+    let fixture = with_extension()
+        .env(
+            "WEBUI_EXTRA_ARGS",
+            "--controlnet-dir /cn --no-half-controlnet --controlnet-loglevel DEBUG",
+        )
+        .env(
+            "COMMANDLINE_ARGS",
+            "--controlnet-preprocessor-cache-size 8 --lyco-dir-backcompat /l",
+        );
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+    let args = fixture.record("webui.args").expect("args");
+    assert!(args.contains("--controlnet-dir\n/cn"), "{args}");
+
+    for (words, fix) in [
+        ("--controlnet-dri /cn", "did you mean --controlnet-dir?"),
+        ("--controlnet-preprocessor-cache-size big", "integer"),
+        ("--controlnet-loglevel LOUD", "one of DEBUG, INFO, WARNING"),
+        ("--sd-webui-unknown 1", "WEBUI_ALLOW_UNKNOWN_FLAGS=1"),
+    ] {
+        let fixture = with_extension().env("WEBUI_EXTRA_ARGS", words);
+        let (code, lines) = fixture.run();
+        assert_eq!(code, 78, "{words}: {}", lines.join("\n"));
+        assert!(has_line(&lines, fix), "{words}: {}", lines.join("\n"));
+    }
+    // The escape hatch: flags the runtime cannot see (defined in code it cannot read).
+    let fixture = with_extension()
+        .env("WEBUI_EXTRA_ARGS", "--sd-webui-unknown 1")
+        .env("WEBUI_ALLOW_UNKNOWN_FLAGS", "1");
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+    assert!(has_line(&lines, "WEBUI_ALLOW_UNKNOWN_FLAGS"));
+}
+
+#[test]
+fn values_a1111_would_reject_and_flags_the_worker_cannot_serve_are_refused_at_start() {
+    for (words, fix) in [
+        ("--ckpt-dir -f", "--ckpt-dir needs a value"),
+        ("--ckpt-dir --medvram", "--ckpt-dir needs a value"),
+        ("--use-cpu", "needs at least one value"),
+        ("--api-auth user:secret", "--api-auth"),
+        ("--tls-keyfile k.pem --tls-certfile c.pem", "--tls-keyfile"),
+        ("--medvram --", "unexpected word"),
+    ] {
+        let fixture = Fixture::new().env("WEBUI_EXTRA_ARGS", words);
+        let (code, lines) = fixture.run();
+        assert_eq!(code, 78, "{words}: {}", lines.join("\n"));
+        assert!(has_line(&lines, fix), "{words}: {}", lines.join("\n"));
+        assert_eq!(fixture.record("webui.pid"), None, "{words}");
+    }
+    // What argparse takes as a value: a negative number, a word with a space.
+    let fixture = Fixture::new().env(
+        "WEBUI_EXTRA_ARGS",
+        "--ckpt-dir '-my models' --max-batch-count -1",
+    );
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+}
+
+#[test]
+fn a_redirect_is_not_an_answer_from_the_webui() {
+    let elsewhere = support::free_port();
+    let impostor = Impostor::start(elsewhere);
+    let fixture = Fixture::new().env(
+        "FAKE_REDIRECT_TO",
+        &format!("http://127.0.0.1:{elsewhere}/sdapi/v1/sd-models"),
+    );
+    let running = fixture.spawn();
+    let redirected = || {
+        fixture
+            .record("webui.redirects")
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .is_some_and(|n| n >= 3)
+    };
+    assert!(wait_for(
+        || (redirected() || has_line(&running.lines(), "readiness gate opened")).then_some(())
+    )
+    .is_some());
+    running.signal(Signal::SIGTERM);
+    let (code, lines) = running.wait();
+    assert_eq!(code, 143, "{}", lines.join("\n"));
+    assert!(!has_line(&lines, "readiness gate opened"));
+    assert_eq!(impostor.count(), 0, "the probe followed the redirect");
+}
+
+#[test]
+fn a_server_outside_the_webui_tree_is_not_ready() {
+    // The WebUI never binds; another process takes the port after the runtime checked it.
+    let fixture = Fixture::new().env("FAKE_MODE", "never");
+    let running = fixture.spawn();
+    assert!(running.wait_for_line("WebUI API started with PID"));
+    let impostor = Impostor::start(fixture.port);
+    assert!(wait_for(|| (impostor.count() >= 3
+        || has_line(&running.lines(), "readiness gate opened"))
+    .then_some(()))
+    .is_some());
+    running.signal(Signal::SIGTERM);
+    let (code, lines) = running.wait();
+    assert_eq!(code, 143, "{}", lines.join("\n"));
+    assert!(!has_line(&lines, "readiness gate opened"));
+}
+
+#[test]
+fn an_empty_setting_means_unset() {
+    let fixture = Fixture::new()
+        .env("SHUTDOWN_GRACE", "")
+        .env("DRAIN_TIMEOUT", "")
+        .env("CUDA_CHECK_TIMEOUT", "")
+        .env("HANDLER_START", "")
+        .env("WEBUI_READY_TIMEOUT", "");
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+}
+
+#[test]
+fn a_rust_log_that_does_not_parse_warns_and_keeps_the_default_filter() {
+    for value in ["verbose", "runtime=loud", "info,[{"] {
+        let fixture = Fixture::new().env("RUST_LOG", value);
+        let (code, lines) = fixture.run();
+        assert_eq!(code, 0, "{value}: {}", lines.join("\n"));
+        assert!(
+            has_line(&lines, "WARN") && has_line(&lines, "RUST_LOG"),
+            "{value}: {}",
+            lines.join("\n")
+        );
+        assert!(has_line(&lines, "Worker Initiated"), "{value}");
+        assert!(has_line(&lines, "Shutdown complete."), "{value}");
+    }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand, ValueEnum};
     after_help = "Exit codes: the handler's own status (128+n if signal n killed it), or \
                   78 bad configuration, 81 WebUI exited before ready, 82 ready timeout, \
                   83 WebUI died while serving, 84 CUDA check failed (CUDA_CHECK=strict), \
-                  85 a process could not be started."
+                  85 a process or the signal handling could not be set up. \
+                  An empty variable counts as unset."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -52,7 +53,8 @@ pub struct Config {
     #[arg(long, env = "WEBUI_PORT", default_value_t = 3000, value_parser = parse_port, global = true)]
     pub webui_port: u16,
 
-    /// More WebUI flags, split like shell words and checked against A1111's flag catalog.
+    /// More WebUI flags, split as Python's shlex splits (as A1111 splits COMMANDLINE_ARGS) and
+    /// checked against A1111's flag catalog and the flags of the extensions in WEBUI_DIR.
     #[arg(
         long,
         env = "WEBUI_EXTRA_ARGS",
@@ -61,6 +63,12 @@ pub struct Config {
         global = true
     )]
     pub webui_extra_args: String,
+
+    /// Any non-empty value: pass WebUI flags that neither A1111's catalog nor an extension's
+    /// preload.py in WEBUI_DIR defines (they are still refused if they would rebind the API).
+    #[arg(long, env = "WEBUI_ALLOW_UNKNOWN_FLAGS", value_name = "ANY", num_args = 0..=1,
+          default_missing_value = "1", global = true)]
+    pub webui_allow_unknown_flags: Option<String>,
 
     /// Seconds to wait for the WebUI API to answer 200 before giving up.
     #[arg(long, env = "WEBUI_READY_TIMEOUT", default_value = "600", value_parser = parse_seconds, global = true)]
@@ -94,7 +102,12 @@ pub struct Config {
     #[arg(long, env = "HANDLER_START", value_enum, default_value_t = HandlerStart::Gate, global = true)]
     pub handler_start: HandlerStart,
 
-    /// Seconds a process gets between SIGTERM and SIGKILL during teardown.
+    /// Seconds the job in flight may still run after a stop signal; then the runtime asks the
+    /// WebUI to interrupt it (its partial result is returned) and stops the rest. 0: at once.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "4", value_parser = parse_seconds_or_zero, global = true)]
+    pub drain_timeout: Duration,
+
+    /// Seconds between SIGTERM and SIGKILL: one deadline shared by every process still running.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "5", value_parser = parse_seconds, global = true)]
     pub shutdown_grace: Duration,
 
@@ -111,6 +124,10 @@ pub struct Config {
     /// --xformers, skips the GPU check) for a machine without a GPU.
     #[arg(long, env = "WEBUI_DEVICE", value_enum, default_value_t = WebuiDevice::Gpu, global = true)]
     pub webui_device: WebuiDevice,
+
+    /// Seconds the GPU check may take before it is stopped and counted as failed (a hung driver).
+    #[arg(long, env = "CUDA_CHECK_TIMEOUT", default_value = "30", value_parser = parse_seconds, global = true)]
+    pub cuda_check_timeout: Duration,
 
     /// Checkpoint baked into the image, loaded at start (--ckpt).
     #[arg(
@@ -151,8 +168,16 @@ pub struct Config {
 
 /// Parses the command line and environment. Help and version print as usual; any other error
 /// becomes one line naming the setting and what to fix, with the bad-configuration status.
+///
+/// Must run before any thread exists: it removes the runtime's own variables that are set but
+/// empty, so `SHUTDOWN_GRACE=` (a common container-template leftover) means the default.
 pub fn parse() -> Result<Cli, std::process::ExitCode> {
     use clap::error::ErrorKind;
+    for name in setting_variables(&Cli::command()) {
+        if std::env::var_os(&name).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(&name);
+        }
+    }
     match Cli::try_parse() {
         Ok(cli) => Ok(cli),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -169,18 +194,36 @@ pub fn parse() -> Result<Cli, std::process::ExitCode> {
                 }
                 _ => String::new(),
             };
-            eprintln!(
+            crate::logging::print_stderr(&format!(
                 "worker-runtime: {}{choices}",
                 line.trim_start_matches("error: ")
-            );
+            ));
             Err(std::process::ExitCode::from(crate::exit_code::BAD_CONFIG))
         }
     }
 }
 
+/// Every environment variable a setting reads, subcommands included.
+fn setting_variables(command: &clap::Command) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_os_string()))
+        .collect();
+    for sub in command.get_subcommands() {
+        names.extend(setting_variables(sub));
+    }
+    names
+}
+
 impl Config {
     pub fn tcmalloc_disabled(&self) -> bool {
         self.no_tcmalloc.as_deref().is_some_and(|v| !v.is_empty())
+    }
+
+    pub fn unknown_flags_allowed(&self) -> bool {
+        self.webui_allow_unknown_flags
+            .as_deref()
+            .is_some_and(|v| !v.is_empty())
     }
 }
 
@@ -214,6 +257,14 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(Duration::from_secs_f64(v)),
         _ => Err("not a duration: use a positive number of seconds, e.g. 30 or 0.5".into()),
+    }
+}
+
+fn parse_seconds_or_zero(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        _ => parse_seconds(s)
+            .map_err(|_| "not a duration: use 0 or a positive number of seconds, e.g. 4".into()),
     }
 }
 

@@ -16,8 +16,11 @@ use tracing::{error, info, warn};
 use crate::cli::{Config, CudaCheckMode, HandlerStart, WebuiDevice};
 use crate::cuda;
 use crate::exit_code;
+use crate::interrupt;
+use crate::logging;
 use crate::readiness;
-use crate::supervisor::{Event, Role, Supervisor};
+use crate::signals;
+use crate::supervisor::{Event, Role, Supervisor, Waited};
 use crate::tcmalloc::TcmallocStatus;
 use crate::webui_flags::{self, Conditions};
 
@@ -62,12 +65,16 @@ impl Plan {
                 config.handler_path.display()
             ));
         }
-        let extra_args =
-            webui_flags::parse_extra_args("WEBUI_EXTRA_ARGS", &config.webui_extra_args)
+        let flags = webui_flags::FlagCheck::for_webui(&webui_dir, config.unknown_flags_allowed());
+        let extra_args = flags
+            .check("WEBUI_EXTRA_ARGS", &config.webui_extra_args)
+            .map_err(|e| e.to_string())?;
+        // A1111 appends COMMANDLINE_ARGS itself (after the runtime's flags, so a --server-name
+        // there would win): a bad flag there kills it just the same.
+        if let Some(words) = std::env::var_os("COMMANDLINE_ARGS") {
+            flags
+                .check("COMMANDLINE_ARGS", &words.to_string_lossy())
                 .map_err(|e| e.to_string())?;
-        // A1111 appends COMMANDLINE_ARGS itself: a bad flag there kills it just the same.
-        if let Ok(words) = std::env::var("COMMANDLINE_ARGS") {
-            webui_flags::parse_extra_args("COMMANDLINE_ARGS", &words).map_err(|e| e.to_string())?;
         }
         let handler_args = shell_words::split(&config.handler_args).map_err(|e| {
             format!(
@@ -162,33 +169,35 @@ pub fn print_webui_command(config: &Config) -> ExitCode {
             return ExitCode::from(exit_code::BAD_CONFIG);
         }
     };
-    let (_, conditions) = gpu_step(config);
+    let verdict = if runs_gpu_check(config) {
+        cuda::launch_step(config.cuda_check, config.cuda_check_timeout)
+    } else {
+        None
+    };
+    let conditions = conditions(verdict.as_ref());
     let argv: Vec<String> = plan
         .webui_argv(config, conditions)
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    println!("{}", shell_words::join(argv));
+    logging::print_stdout(&shell_words::join(argv));
     ExitCode::SUCCESS
 }
 
-/// The GPU check (none for `WEBUI_DEVICE=cpu`) and what it means for the flag set: xformers only
-/// when the check confirmed it.
-fn gpu_step(config: &Config) -> (Option<cuda::LaunchVerdict>, Conditions) {
+/// `WEBUI_DEVICE=cpu` has no GPU to check.
+fn runs_gpu_check(config: &Config) -> bool {
     if config.webui_device == WebuiDevice::Cpu {
         info!("WEBUI_DEVICE=cpu: no GPU check; A1111 computes on the CPU (--use-cpu all --no-half --precision full)");
-        return (
-            None,
-            Conditions {
-                xformers_confirmed: false,
-            },
-        );
+        return false;
     }
-    let verdict = cuda::launch_step(config.cuda_check);
-    let conditions = Conditions {
+    true
+}
+
+/// What the GPU check means for the flag set: xformers only when the check confirmed it.
+fn conditions(verdict: Option<&cuda::LaunchVerdict>) -> Conditions {
+    Conditions {
         xformers_confirmed: verdict.is_some_and(|v| v.xformers_usable),
-    };
-    (verdict, conditions)
+    }
 }
 
 /// The whole worker lifecycle; returns the runtime's exit status.
@@ -197,7 +206,7 @@ pub fn run(config: &Config, tcmalloc: TcmallocStatus) -> ExitCode {
     let mut supervisor = match Supervisor::new() {
         Ok(supervisor) => supervisor,
         Err(e) => {
-            error!("cannot set up signal handling: {e}");
+            error!("cannot set up signal handling (signalfd, child subreaper): {e}");
             return ExitCode::from(exit_code::SPAWN_FAILED);
         }
     };
@@ -227,7 +236,20 @@ struct Lifecycle<'a> {
 
 impl Lifecycle<'_> {
     fn run(&mut self, tcmalloc: TcmallocStatus) -> u8 {
-        let (verdict, conditions) = gpu_step(self.config);
+        let verdict = if runs_gpu_check(self.config) {
+            match cuda::launch_step_supervised(
+                self.config.cuda_check,
+                self.config.cuda_check_timeout,
+                self.supervisor,
+            ) {
+                Ok(verdict) => verdict,
+                // Nothing else runs yet.
+                Err(signal) => return exit_code::from_signal(signal as i32),
+            }
+        } else {
+            None
+        };
+        let conditions = conditions(verdict.as_ref());
         if let Some(verdict) = verdict {
             if verdict.code >= 2 && self.config.cuda_check == CudaCheckMode::Strict {
                 error!(
@@ -237,8 +259,10 @@ impl Lifecycle<'_> {
                 return exit_code::CUDA_CHECK_FAILED;
             }
         }
-        // A stop signal during the check: nothing is running yet.
-        if let Event::Stop(signal) = self.supervisor.next(Some(Instant::now())) {
+        // A stop signal right after the check: nothing is running yet.
+        if let Event::Stop(signal) | Event::Again(signal) =
+            self.supervisor.next(Some(Instant::now()))
+        {
             info!("received {signal} before the WebUI started");
             return exit_code::from_signal(signal as i32);
         }
@@ -261,8 +285,11 @@ impl Lifecycle<'_> {
             .current_dir(&self.plan.webui_dir)
             .env("PYTHONUNBUFFERED", "true");
         remove_worker_secrets(&mut webui);
-        match self.supervisor.spawn(Role::Webui, &mut webui, None) {
-            Ok(pid) => info!("WebUI API started with PID: {pid}"),
+        let webui_pid = match self.supervisor.spawn(Role::Webui, &mut webui, None) {
+            Ok(pid) => {
+                info!("WebUI API started with PID: {pid}");
+                pid
+            }
             Err(e) => {
                 error!(
                     "cannot start the WebUI ({}): {e}",
@@ -270,10 +297,10 @@ impl Lifecycle<'_> {
                 );
                 return exit_code::SPAWN_FAILED;
             }
-        }
+        };
 
         // Dropping the probe when supervision ends stops its thread.
-        let _probe = match self.start_probe(started) {
+        let _probe = match self.start_probe(started, webui_pid) {
             Ok(probe) => probe,
             Err(e) => {
                 error!("cannot start the readiness probe: {e}");
@@ -283,10 +310,18 @@ impl Lifecycle<'_> {
         self.supervise(started)
     }
 
-    fn start_probe(&mut self, started: Instant) -> std::io::Result<readiness::Probe> {
+    fn start_probe(
+        &mut self,
+        started: Instant,
+        webui: nix::unistd::Pid,
+    ) -> std::io::Result<readiness::Probe> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         self.supervisor.watch_ready(read);
-        readiness::spawn(self.plan.api_url.clone(), write, started)
+        let owner = readiness::Owner {
+            port: self.config.webui_port,
+            pid: webui,
+        };
+        readiness::spawn(self.plan.api_url.clone(), write, started, owner)
     }
 
     fn supervise(&mut self, started: Instant) -> u8 {
@@ -301,32 +336,43 @@ impl Lifecycle<'_> {
         let url = format!("{}{}", self.plan.api_url, readiness::READY_PATH);
 
         // Starting: the WebUI boots; the handler (if started) waits at the gate.
-        match self.supervisor.next(Some(ready_deadline)) {
-            Event::Ready => {}
-            Event::Deadline => {
-                error!(
+        loop {
+            match self.supervisor.next(Some(ready_deadline)) {
+                Event::Ready => break,
+                Event::Deadline => {
+                    error!(
                     "the WebUI API did not answer 200 at {url} within {:.0} s (WEBUI_READY_TIMEOUT); \
                      stopping",
                     self.config.webui_ready_timeout.as_secs_f64()
                 );
-                return self.fail_before_ready(gate, exit_code::READY_TIMEOUT, true);
-            }
-            Event::Exited(Role::Webui, status) => {
-                error!(
+                    return self.fail_before_ready(gate, exit_code::READY_TIMEOUT, true);
+                }
+                Event::Exited(Role::Webui, status) => {
+                    error!(
                     "the WebUI exited before its API was ready ({status}, after {:.1} s); see its \
                      output above",
                     started.elapsed().as_secs_f64()
                 );
-                return self.fail_before_ready(gate, exit_code::WEBUI_EXITED_BEFORE_READY, true);
-            }
-            Event::Exited(Role::Handler, status) => {
-                warn!("the RunPod handler exited before the WebUI API was ready ({status})");
-                info!("RunPod handler exited, stopping WebUI API...");
-                return self.shutdown(status.as_exit_code());
-            }
-            Event::Stop(signal) => {
-                info!("received {signal} before the WebUI API was ready: stopping");
-                return self.fail_before_ready(gate, exit_code::from_signal(signal as i32), false);
+                    return self.fail_before_ready(
+                        gate,
+                        exit_code::WEBUI_EXITED_BEFORE_READY,
+                        true,
+                    );
+                }
+                Event::Exited(Role::Handler, status) => {
+                    warn!("the RunPod handler exited before the WebUI API was ready ({status})");
+                    info!("RunPod handler exited, stopping WebUI API...");
+                    return self.shutdown(status.as_exit_code());
+                }
+                Event::Stop(signal) | Event::Again(signal) => {
+                    info!("received {signal} before the WebUI API was ready: stopping");
+                    return self.fail_before_ready(
+                        gate,
+                        exit_code::from_signal(signal as i32),
+                        false,
+                    );
+                }
+                Event::Exited(Role::GpuCheck, _) => {}
             }
         }
         info!(
@@ -352,27 +398,115 @@ impl Lifecycle<'_> {
                 }
                 Event::Exited(Role::Webui, status) => {
                     error!("the WebUI API died while the handler was serving ({status}); stopping the handler");
-                    self.supervisor
-                        .stop(Role::Handler, self.config.shutdown_grace);
                     return self.shutdown(exit_code::WEBUI_DIED);
                 }
-                Event::Stop(signal) => {
-                    info!("received {signal}: passing it to the handler, which finishes its job first");
-                    self.supervisor.signal_group(Role::Handler, signal);
-                    self.supervisor.wait_forced(Role::Handler);
-                    let status = self.supervisor.exit_status(Role::Handler);
-                    info!(
-                        "RunPod handler exited ({})",
-                        status.map_or_else(|| "status unknown".into(), |s| s.to_string())
-                    );
-                    info!("RunPod handler exited, stopping WebUI API...");
-                    let code =
-                        status.map_or(exit_code::from_signal(signal as i32), |s| s.as_exit_code());
-                    return self.shutdown(code);
-                }
-                Event::Ready | Event::Deadline => {}
+                Event::Stop(signal) | Event::Again(signal) => return self.drain(signal),
+                Event::Exited(Role::GpuCheck, _) | Event::Ready | Event::Deadline => {}
             }
         }
+    }
+
+    /// The stop while serving (README: the stop's timeline). The handler gets the stop signal
+    /// and finishes its job in flight while the WebUI keeps serving it, for up to DRAIN_TIMEOUT.
+    /// Then the WebUI is asked to interrupt the job, so its partial result reaches the handler;
+    /// once the handler exits (at DRAIN_TIMEOUT + SHUTDOWN_GRACE/2 at the latest) everything else
+    /// gets SIGTERM; whatever is left at DRAIN_TIMEOUT + SHUTDOWN_GRACE gets SIGKILL. A
+    /// deliberate second signal kills everything at once.
+    fn drain(&mut self, signal: nix::sys::signal::Signal) -> u8 {
+        let stopped = Instant::now();
+        let forwarded = signals::forwarded(signal);
+        let drain = self.config.drain_timeout;
+        let grace = self.config.shutdown_grace;
+        info!(
+            "received {signal}: passing {forwarded} to the handler, which finishes its job in \
+             flight within {:.1} s (DRAIN_TIMEOUT); a second signal from {:.0} s on kills at once",
+            drain.as_secs_f64(),
+            signals::BURST.as_secs_f64()
+        );
+        self.supervisor.signal_group(Role::Handler, forwarded);
+        let drain_deadline = stopped + drain;
+        let kill_deadline = drain_deadline + grace;
+        if self.wait_for_handler(drain_deadline) {
+            self.log_handler_exit();
+            info!("RunPod handler exited, stopping WebUI API...");
+            // A handler that died of the signal (runpod's local test mode does) leaves its
+            // generation running in the WebUI, which would finish it before exiting. Idle, the
+            // interrupt changes nothing.
+            info!("asking the WebUI to interrupt any job the handler left running");
+            self.interrupt_webui();
+            let code = self.handler_code(signal);
+            return self.shutdown(code);
+        }
+        if !self.supervisor.forced() {
+            warn!(
+                "the handler's job is still running {:.1} s after {signal} (DRAIN_TIMEOUT): \
+                 asking the WebUI to interrupt it, so the handler returns its partial result; \
+                 SIGKILL to whatever is left in {:.1} s (SHUTDOWN_GRACE)",
+                drain.as_secs_f64(),
+                grace.as_secs_f64()
+            );
+            self.interrupt_webui();
+            // The partial result comes back at the job's next step. The WebUI keeps serving
+            // while the handler returns it (a handler may still call the API), for up to half
+            // the grace, which leaves the other half to the WebUI's own SIGTERM.
+            if self.wait_for_handler(drain_deadline + grace / 2) {
+                self.log_handler_exit();
+                info!("RunPod handler exited, stopping WebUI API...");
+                self.supervisor.terminate(kill_deadline, grace, None);
+                info!("Shutdown complete.");
+                return self.handler_code(signal);
+            }
+        }
+        // The handler was told to stop already: it keeps its time to post the result.
+        self.supervisor
+            .terminate(kill_deadline, grace, Some(Role::Handler));
+        self.log_handler_exit();
+        info!("Shutdown complete.");
+        self.handler_code(signal)
+    }
+
+    /// Waits for the handler to exit until `until`; whether it did. A deliberate second stop
+    /// signal meanwhile forces (everything is killed at once next).
+    fn wait_for_handler(&mut self, until: Instant) -> bool {
+        loop {
+            match self.supervisor.wait_exit(Role::Handler, until) {
+                Waited::Exited => return true,
+                Waited::Deadline => return false,
+                Waited::Again(again) => {
+                    warn!("received {again} again: killing at once");
+                    self.supervisor.force();
+                    return false;
+                }
+                // The first stop signal is the one being handled.
+                Waited::Stop(_) => {}
+            }
+        }
+    }
+
+    fn interrupt_webui(&self) {
+        if !self.supervisor.is_running(Role::Webui) {
+            return;
+        }
+        match interrupt::send(&self.plan.api_url) {
+            Ok(200) => info!("the WebUI accepted the interrupt"),
+            Ok(status) => warn!("the WebUI answered the interrupt with HTTP {status}"),
+            Err(e) => warn!("could not ask the WebUI to interrupt the job: {e}"),
+        }
+    }
+
+    fn log_handler_exit(&self) {
+        let status = self.supervisor.exit_status(Role::Handler);
+        info!(
+            "RunPod handler exited ({})",
+            status.map_or_else(|| "status unknown".into(), |s| s.to_string())
+        );
+    }
+
+    /// The handler's status, or 128+n for the stop signal when it has none.
+    fn handler_code(&self, signal: nix::sys::signal::Signal) -> u8 {
+        self.supervisor
+            .exit_status(Role::Handler)
+            .map_or(exit_code::from_signal(signal as i32), |s| s.as_exit_code())
     }
 
     /// Starts the handler; with `gated`, returns the gate's write end.
@@ -408,23 +542,27 @@ impl Lifecycle<'_> {
         Ok(gate_pipe.map(|(_, write)| File::from(write)))
     }
 
-    /// Closing the gate unwritten tells a waiting handler to exit; it gets the grace period to
-    /// do so on its own (it may still be importing), then SIGTERM. A stop signal skips the wait:
-    /// the user asked to stop now.
+    /// Closing the gate unwritten tells a waiting handler to exit; on a failure it gets the
+    /// whole grace to do so on its own (it may still be importing, and a SIGTERM would only
+    /// cut its own report short), SIGKILL at the deadline. A stop signal does not wait: the
+    /// user asked to stop now. Either way one deadline, SHUTDOWN_GRACE from now, ends
+    /// everything.
     fn fail_before_ready(&mut self, gate: Option<File>, code: u8, wait_for_exit: bool) -> u8 {
         let gated = gate.is_some();
         drop(gate);
-        if gated && wait_for_exit {
-            let deadline = Instant::now() + self.config.shutdown_grace;
-            self.supervisor.wait_until(Role::Handler, deadline);
-        }
-        self.supervisor
-            .stop(Role::Handler, self.config.shutdown_grace);
-        self.shutdown(code)
+        let now = Instant::now();
+        let grace = self.config.shutdown_grace;
+        let spare = (gated && wait_for_exit).then_some(Role::Handler);
+        self.supervisor.terminate(now + grace, grace, spare);
+        info!("Shutdown complete.");
+        code
     }
 
+    /// Everything still running gets SIGTERM now and SIGKILL at SHUTDOWN_GRACE from now.
     fn shutdown(&mut self, code: u8) -> u8 {
-        self.supervisor.teardown(self.config.shutdown_grace);
+        let grace = self.config.shutdown_grace;
+        self.supervisor
+            .terminate(Instant::now() + grace, grace, None);
         info!("Shutdown complete.");
         code
     }
@@ -457,9 +595,10 @@ impl Lifecycle<'_> {
 
 /// The handler reads this line right before it starts serving.
 fn open_gate(mut gate: File) {
-    match gate.write_all(b"ready\n") {
-        Ok(()) => info!("readiness gate opened: the handler starts serving"),
+    // Logged first: once the line is written the handler runs, and its own output must follow.
+    info!("readiness gate opened: the handler starts serving");
+    if let Err(e) = gate.write_all(b"ready\n") {
         // The handler is gone; its exit is the next event.
-        Err(e) => warn!("could not open the readiness gate ({e})"),
+        warn!("could not open the readiness gate ({e})");
     }
 }

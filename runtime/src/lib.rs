@@ -4,10 +4,15 @@
 pub mod cli;
 pub mod cuda;
 pub mod exit_code;
+pub mod interrupt;
 pub mod launch;
+pub mod listener;
 pub mod logging;
 pub mod process_tree;
 pub mod readiness;
+pub mod shlex;
+pub mod signals;
 pub mod supervisor;
 pub mod tcmalloc;
+pub mod webui_extensions;
 pub mod webui_flags;

@@ -2,6 +2,10 @@
 //! `/sdapi/v1/sd-models` answers as soon as uvicorn serves the API (A1111 has no /internal/ping in
 //! API-only mode), and a 200 means the API routes are mounted, which a bare open port does not.
 //! The thread only reports: the supervisor decides what readiness and timeouts mean.
+//!
+//! Only the WebUI's own answer counts: redirects are not followed (a 302 to another server's 200
+//! is not the WebUI answering), and a 200 counts only while the listening socket on the port
+//! belongs to the WebUI's process tree (see `listener`).
 
 use std::fs::File;
 use std::io::Write;
@@ -10,6 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+
+use crate::listener::{self, Holder};
 
 /// Short enough that the handler starts within tens of milliseconds of readiness; a refused
 /// connection costs microseconds, so polling this often is cheap.
@@ -31,21 +39,34 @@ impl Drop for Probe {
     }
 }
 
+/// The process whose tree must hold the port for an answer to count.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pub port: u16,
+    pub pid: Pid,
+}
+
 /// Starts probing `base_url`; writes one byte to `notify` once the API answers 200.
-pub fn spawn(base_url: String, notify: OwnedFd, started: Instant) -> std::io::Result<Probe> {
+pub fn spawn(
+    base_url: String,
+    notify: OwnedFd,
+    started: Instant,
+    owner: Owner,
+) -> std::io::Result<Probe> {
     let stop = Arc::new(AtomicBool::new(false));
     let stop_flag = Arc::clone(&stop);
     thread::Builder::new()
         .name("readiness-probe".into())
-        .spawn(move || probe_loop(&base_url, File::from(notify), &stop_flag, started))?;
+        .spawn(move || probe_loop(&base_url, File::from(notify), &stop_flag, started, owner))?;
     Ok(Probe { stop })
 }
 
-fn probe_loop(base_url: &str, mut notify: File, stop: &AtomicBool, started: Instant) {
+fn probe_loop(base_url: &str, mut notify: File, stop: &AtomicBool, started: Instant, owner: Owner) {
     let url = format!("{base_url}{READY_PATH}");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(REQUEST_TIMEOUT))
         .http_status_as_error(false)
+        .max_redirects(0)
         // The API is on loopback: an HTTP_PROXY in the container's environment must not apply.
         .proxy(None)
         // The probe sends a bare GET and reads only the status line: ureq's 128 KiB default
@@ -59,8 +80,19 @@ fn probe_loop(base_url: &str, mut notify: File, stop: &AtomicBool, started: Inst
     while !stop.load(Ordering::Relaxed) {
         let outcome = match agent.get(&url).call() {
             Ok(response) if response.status() == 200 => {
-                let _ = notify.write_all(b"R");
-                return;
+                match listener::holder(owner.port, owner.pid) {
+                    // Unknown: /proc's socket tables are unreadable here; the answer is all
+                    // there is to go on.
+                    Holder::Tree | Holder::Unknown => {
+                        let _ = notify.write_all(b"R");
+                        return;
+                    }
+                    Holder::Other | Holder::Nobody => format!(
+                        "HTTP 200 from a process outside the WebUI's process tree (pid {}) on \
+                         port {}: not counted",
+                        owner.pid, owner.port
+                    ),
+                }
             }
             Ok(response) => format!("HTTP {}", response.status().as_u16()),
             Err(ureq::Error::Io(e)) => e.kind().to_string(),

@@ -1,6 +1,6 @@
-//! Process supervision: the one owner of waitpid. Signals arrive through a signalfd (blocked for
-//! normal delivery), children are reaped in one place, and the launcher sees a stream of events:
-//! a stop signal, a known child's exit, the API becoming ready, or a deadline.
+//! Process supervision: the one owner of waitpid. Signals arrive through a signalfd (see
+//! `signals`), children are reaped in one place, and the launcher sees a stream of events: a stop
+//! signal, a deliberate second one, a known child's exit, the API becoming ready, or a deadline.
 //!
 //! The runtime is a child subreaper (PID 1 in a container is one anyway), so every orphan of the
 //! tree it started is reparented to it and reaped here; unknown pids are reaped silently.
@@ -11,26 +11,18 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, killpg, SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::process_tree::live_descendants;
-
-/// Signals that ask the worker to stop. SIGTERM is what `docker stop` sends; as PID 1 the runtime
-/// would otherwise ignore all of them.
-pub const STOP_SIGNALS: [Signal; 4] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
+use crate::signals::{self, Arrival, Meaning, StopSignals};
 
 /// How often teardown looks at /proc while it waits for processes to go.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(10);
@@ -39,6 +31,7 @@ const KILL_WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
+    GpuCheck,
     Webui,
     Handler,
 }
@@ -46,6 +39,7 @@ pub enum Role {
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Role::GpuCheck => "CUDA check",
             Role::Webui => "WebUI",
             Role::Handler => "handler",
         })
@@ -80,37 +74,83 @@ impl fmt::Display for ExitStatus {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
+    /// The first stop signal (a burst right after it is the same stop).
     Stop(Signal),
+    /// A deliberate second stop signal: kill at once.
+    Again(Signal),
     Exited(Role, ExitStatus),
     Ready,
     Deadline,
 }
 
+/// How a wait for one process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    Exited,
+    Deadline,
+    Stop(Signal),
+    Again(Signal),
+}
+
 pub struct Supervisor {
     signals: SignalFd,
+    stops: StopSignals,
     ready: Option<File>,
     pending: VecDeque<Event>,
     running: HashMap<Pid, Role>,
     process_groups: HashMap<Role, Pid>,
     exited: HashMap<Role, ExitStatus>,
-    /// A second stop signal arrived: no more grace periods.
+    /// A deliberate second stop signal arrived: no more grace periods.
     forced: bool,
+}
+
+/// Sets `command` up the way every child of the runtime starts: in a process group of its own (a
+/// signal reaches its whole tree, and a terminal's Ctrl-C reaches only the runtime), stdin from
+/// /dev/null (a child reading a terminal it does not own would be stopped by SIGTTIN), no blocked
+/// signal, and SIGKILL when the runtime dies. `inherit` names a descriptor the child keeps across
+/// exec (the readiness gate).
+pub fn prepare(command: &mut Command, inherit: Option<RawFd>) {
+    command.process_group(0).stdin(Stdio::null());
+    command.env_remove(crate::tcmalloc::REEXEC_MARKER);
+    let parent = Pid::this();
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (pthread_sigmask, prctl, getppid, fcntl).
+    unsafe {
+        command.pre_exec(move || {
+            // The mask that routes signals to the runtime's signalfd is inherited across exec:
+            // a WebUI with SIGTERM blocked could never stop gracefully. (std resets it too; this
+            // does not depend on that.)
+            SigSet::empty().thread_set_mask()?;
+            // If the runtime is SIGKILLed, its direct children follow instead of leaking.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // The runtime died between fork and prctl: the signal will never come.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::other(
+                    "worker-runtime exited while starting a child",
+                ));
+            }
+            if let Some(fd) = inherit {
+                let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
+                if flags < 0
+                    || nix::libc::fcntl(fd, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
 impl Supervisor {
     /// Must run before any thread exists: threads inherit the blocked mask, and a stop signal
     /// sent meanwhile stays pending instead of killing (or, as PID 1, being lost on) the runtime.
     pub fn new() -> io::Result<Self> {
-        let mut mask = SigSet::empty();
-        mask.add(Signal::SIGCHLD);
-        for signal in STOP_SIGNALS {
-            mask.add(signal);
-        }
-        mask.thread_block()?;
+        let signals = signals::take_all()?;
         nix::sys::prctl::set_child_subreaper(true)?;
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         Ok(Self {
             signals,
+            stops: StopSignals::default(),
             ready: None,
             pending: VecDeque::new(),
             running: HashMap::new(),
@@ -120,45 +160,42 @@ impl Supervisor {
         })
     }
 
-    /// Starts `command` in a process group of its own, so a signal reaches its whole tree and a
-    /// terminal's Ctrl-C reaches only the runtime. `inherit` names a descriptor the child keeps
-    /// across exec (the readiness gate).
+    /// Starts `command` as a child set up by [`prepare`].
     pub fn spawn(
         &mut self,
         role: Role,
         command: &mut Command,
         inherit: Option<RawFd>,
     ) -> io::Result<Pid> {
-        command.process_group(0);
-        command.env_remove(crate::tcmalloc::REEXEC_MARKER);
-        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-        // (pthread_sigmask, prctl, fcntl).
-        unsafe {
-            command.pre_exec(move || {
-                // The mask that routes signals to the runtime's signalfd is inherited across exec:
-                // a WebUI with SIGTERM blocked could never stop gracefully.
-                SigSet::empty().thread_set_mask()?;
-                // If the runtime is SIGKILLed, its direct children follow instead of leaking.
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                if let Some(fd) = inherit {
-                    let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
-                    if flags < 0
-                        || nix::libc::fcntl(fd, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC)
-                            < 0
-                    {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        prepare(command, inherit);
+        Ok(self.start(role, command)?.0)
+    }
+
+    /// `spawn` with the child's stdout as a pipe, returned.
+    pub fn spawn_piped(
+        &mut self,
+        role: Role,
+        command: &mut Command,
+    ) -> io::Result<(Pid, ChildStdout)> {
+        prepare(command, None);
+        command.stdout(Stdio::piped());
+        let (pid, stdout) = self.start(role, command)?;
+        let stdout = stdout.ok_or_else(|| io::Error::other("no stdout pipe"))?;
+        Ok((pid, stdout))
+    }
+
+    fn start(
+        &mut self,
+        role: Role,
+        command: &mut Command,
+    ) -> io::Result<(Pid, Option<ChildStdout>)> {
         // The std Child handle is dropped unwaited on purpose: reaping is done by `reap`, for
         // every pid, in one place.
-        let child = command.spawn()?;
+        let mut child = command.spawn()?;
         let pid = Pid::from_raw(child.id() as i32);
         self.running.insert(pid, role);
         self.process_groups.insert(role, pid);
-        Ok(pid)
+        Ok((pid, child.stdout.take()))
     }
 
     /// The read end of the readiness probe's pipe.
@@ -232,10 +269,27 @@ impl Supervisor {
 
     fn read_signals(&mut self) {
         while let Ok(Some(info)) = self.signals.read_signal() {
-            match Signal::try_from(info.ssi_signo as i32) {
-                Ok(Signal::SIGCHLD) => self.reap(),
-                Ok(signal) => self.pending.push_back(Event::Stop(signal)),
-                Err(_) => {}
+            let signo = info.ssi_signo as i32;
+            match signals::meaning(signo) {
+                Meaning::Child => self.reap(),
+                Meaning::Stop(signal) => match self.stops.arrive(Instant::now()) {
+                    Arrival::First => self.pending.push_back(Event::Stop(signal)),
+                    Arrival::Burst(after) => tracing::info!(
+                        "received {signal} {} ms after the first stop signal: the same stop (a \
+                         second signal kills at once from {:.0} s after the first)",
+                        after.as_millis(),
+                        signals::BURST.as_secs_f64()
+                    ),
+                    Arrival::Again => self.pending.push_back(Event::Again(signal)),
+                },
+                Meaning::Ignore { quiet: true } => {
+                    tracing::debug!("received {}: ignored", signals::name(signo))
+                }
+                Meaning::Ignore { quiet: false } => tracing::info!(
+                    "received {}: ignored (worker-runtime acts on SIGTERM, SIGINT, SIGHUP and \
+                     SIGQUIT only)",
+                    signals::name(signo)
+                ),
             }
         }
         // SIGCHLD coalesces; reaping on every wake-up also covers one that was merged away.
@@ -274,86 +328,81 @@ impl Supervisor {
         }
     }
 
-    /// Waits for the role's leader until `until`; a stop signal meanwhile forces.
-    /// Returns whether it exited.
-    pub fn wait_until(&mut self, role: Role, until: Instant) -> bool {
-        while self.is_running(role) && !self.forced {
+    /// Waits until the role's leader exits, `until` passes, or a stop signal arrives.
+    pub fn wait_exit(&mut self, role: Role, until: Instant) -> Waited {
+        while self.is_running(role) {
             match self.next(Some(until)) {
-                Event::Deadline => break,
-                Event::Stop(signal) => {
-                    tracing::warn!("received {signal} again: killing at once");
-                    self.forced = true;
-                }
+                Event::Deadline => return Waited::Deadline,
+                Event::Stop(signal) => return Waited::Stop(signal),
+                Event::Again(signal) => return Waited::Again(signal),
                 Event::Exited(..) | Event::Ready => {}
             }
         }
-        !self.is_running(role)
+        Waited::Exited
     }
 
-    /// SIGTERM to the role's group, SIGKILL after `grace` (at once if forced).
-    pub fn stop(&mut self, role: Role, grace: Duration) {
-        if !self.is_running(role) {
-            return;
-        }
-        if !self.forced {
-            self.signal_group(role, Signal::SIGTERM);
-            if self.wait_until(role, Instant::now() + grace) {
-                return;
-            }
-            if !self.forced {
-                tracing::warn!(
-                    "{role} did not stop within {:.1} s of SIGTERM: SIGKILL",
-                    grace.as_secs_f64()
-                );
-            }
-        }
+    /// SIGKILL to the role's group, at once; waits (bounded) until its leader is reaped. Other
+    /// events meanwhile (a stop signal) stay queued for the caller.
+    pub fn kill_now(&mut self, role: Role) {
         self.signal_group(role, Signal::SIGKILL);
-        self.wait_until(role, Instant::now() + KILL_WAIT_LIMIT);
-    }
-
-    /// Waits for the role to exit on its own; a stop signal meanwhile escalates to SIGKILL.
-    pub fn wait_forced(&mut self, role: Role) {
-        while self.is_running(role) {
-            match self.next(None) {
-                Event::Stop(signal) if !self.forced => {
-                    tracing::warn!("received {signal} again: killing the {role} at once");
-                    self.forced = true;
-                    self.signal_group(role, Signal::SIGKILL);
-                }
-                _ => {}
+        let limit = Instant::now() + KILL_WAIT_LIMIT;
+        let mut kept = Vec::new();
+        while self.is_running(role) && Instant::now() < limit {
+            match self.next(Some((Instant::now() + SWEEP_INTERVAL).min(limit))) {
+                Event::Exited(r, _) if r == role => {}
+                Event::Deadline => {}
+                other => kept.push(other),
             }
+        }
+        for event in kept.into_iter().rev() {
+            self.pending.push_front(event);
         }
     }
 
-    /// Ends every process left under the runtime: the WebUI's group and whatever left it
-    /// (setsid'd, orphaned). SIGTERM, then SIGKILL after `grace`; returns once all are reaped.
-    pub fn teardown(&mut self, grace: Duration) {
+    /// Kill everything at once from here on (a deliberate second stop signal).
+    pub fn force(&mut self) {
+        self.forced = true;
+    }
+
+    /// Ends every process left under the runtime, with one deadline for all: SIGTERM now to the
+    /// known groups and every live descendant (setsid'd, orphaned), SIGKILL to whatever remains
+    /// at `deadline`. `spare` keeps one role's group out of the SIGTERM (a handler that was
+    /// already told to stop, or that the closed gate tells to leave, and may still finish
+    /// cleanly): it gets only the SIGKILL at the deadline, if it is still there. A deliberate
+    /// second stop signal kills at once. Returns once every child is reaped.
+    pub fn terminate(&mut self, deadline: Instant, grace: Duration, spare: Option<Role>) {
         let me = Pid::this();
-        let first = if self.forced {
-            Signal::SIGKILL
-        } else {
-            Signal::SIGTERM
-        };
-        for role in [Role::Webui, Role::Handler] {
-            if self.is_running(role) {
-                self.signal_group(role, first);
+        if !self.forced {
+            self.term_all(spare);
+        }
+        while !self.forced {
+            let left = live_descendants(me);
+            if left.is_empty() {
+                break;
             }
-        }
-        for pid in live_descendants(me) {
-            let _ = kill(pid, first);
-        }
-        let deadline = Instant::now() + grace;
-        while !self.forced && !live_descendants(me).is_empty() {
             if Instant::now() >= deadline {
                 tracing::warn!(
-                    "processes still running {:.1} s after SIGTERM: SIGKILL",
+                    "{} processes still running at the stop deadline ({:.1} s, SHUTDOWN_GRACE): \
+                     SIGKILL",
+                    left.len(),
                     grace.as_secs_f64()
                 );
                 break;
             }
-            if let Event::Stop(signal) = self.next(Some(Instant::now() + SWEEP_INTERVAL)) {
-                tracing::warn!("received {signal} again: killing at once");
-                self.forced = true;
+            let wake = (Instant::now() + SWEEP_INTERVAL).min(deadline);
+            match self.next(Some(wake)) {
+                Event::Stop(signal) => tracing::info!(
+                    "received {signal} while shutting down: everything is already stopping, \
+                     within {:.1} s (a second signal kills at once)",
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_secs_f64()
+                ),
+                Event::Again(signal) => {
+                    tracing::warn!("received {signal} again: killing at once");
+                    self.forced = true;
+                }
+                Event::Exited(..) | Event::Ready | Event::Deadline => {}
             }
         }
         let limit = Instant::now() + KILL_WAIT_LIMIT;
@@ -373,7 +422,24 @@ impl Supervisor {
             std::thread::sleep(SWEEP_INTERVAL);
         }
         // Stop signals that arrived during teardown are answered by the teardown itself.
-        self.pending.retain(|e| !matches!(e, Event::Stop(_)));
+        self.pending
+            .retain(|e| !matches!(e, Event::Stop(_) | Event::Again(_)));
+    }
+
+    /// SIGTERM to every known group and every live descendant, except `spare`'s group.
+    fn term_all(&self, spare: Option<Role>) {
+        let spared_group = spare.and_then(|role| self.process_groups.get(&role).copied());
+        for role in [Role::GpuCheck, Role::Webui, Role::Handler] {
+            if Some(role) != spare && self.is_running(role) {
+                self.signal_group(role, Signal::SIGTERM);
+            }
+        }
+        for pid in live_descendants(Pid::this()) {
+            if spared_group.is_some() && nix::unistd::getpgid(Some(pid)).ok() == spared_group {
+                continue;
+            }
+            let _ = kill(pid, Signal::SIGTERM);
+        }
     }
 
     /// Whether any child (live or zombie) is still waitable.

@@ -1,14 +1,21 @@
 //! The WebUI's command line: the flag set the worker always passes (one definition, documented by
 //! `cargo xtask codegen` into docs/webui-flags.md), and the check of user-supplied extra flags
-//! against A1111's own flag catalog, because A1111 exits at once on a flag it does not know.
+//! against A1111's own flag catalog and the flags its installed extensions add, because A1111
+//! exits at once on a flag or value its argparse parser rejects.
+//!
+//! The check reads the words as A1111 does: split with Python's shlex, options recognised by
+//! argparse's rules (unambiguous prefixes included), the last occurrence of a flag winning. So the
+//! flags that decide where the API listens (`--port`, `--server-name`, `--listen`) are refused in
+//! any spelling: the runtime's own are then the only ones A1111 sees.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::sync::OnceLock;
 
 use crate::cli::{Config, WebuiDevice};
 
-/// A1111 v1.10's argparse definitions (flag, kind, default), copied from ../shared/a1111.
+/// A1111 v1.10's argparse definitions (flag, kind, default), read from its modules/cmd_args.py.
 const CATALOG_TSV: &str = include_str!("a1111-cmd-flags-v1.10.tsv");
 
 /// Where a flag's value comes from.
@@ -192,6 +199,10 @@ pub const FLAG_SET: &[WebuiFlag] = &[
     ),
 ];
 
+/// Flags that would make the API ask for credentials or speak TLS: the readiness probe and the
+/// handler call it over plain HTTP without credentials, so the worker could never become ready.
+const UNSUPPORTED: &[&str] = &["--api-auth", "--tls-keyfile", "--tls-certfile"];
+
 /// Flags the runtime owns: a user value would conflict with what the handler and readiness gate use.
 const OWNED: &[(&str, &str)] = &[
     ("--port", "set WEBUI_PORT instead"),
@@ -237,6 +248,10 @@ pub enum Arity {
         choices: Option<Vec<String>>,
     },
     OneOrMore,
+    /// `nargs='*'` (or `'?'`: at most one).
+    Optional {
+        at_most_one: bool,
+    },
 }
 
 /// A1111's flag catalog: flag name to what follows it.
@@ -289,93 +304,240 @@ impl fmt::Display for FlagError {
 
 impl std::error::Error for FlagError {}
 
-/// Splits `words` like a POSIX shell (no shell runs) and checks every flag against the catalog.
+/// Splits `words` as A1111 splits COMMANDLINE_ARGS and checks them against A1111's catalog only.
 pub fn parse_extra_args(source: &'static str, words: &str) -> Result<Vec<String>, FlagError> {
-    let err = |message: String| FlagError { source, message };
-    let args = shell_words::split(words).map_err(|e| {
-        err(format!(
-            "cannot split {words:?} into words ({e}); check the quotes"
-        ))
-    })?;
-    let catalog = catalog();
-    let mut i = 0;
-    while i < args.len() {
-        let word = &args[i];
-        i += 1;
-        if !word.starts_with('-') || word == "-" || word == "--" {
-            return Err(err(format!(
-                "unexpected word {word:?}: WebUI flags start with --, and a value follows its flag"
-            )));
+    FlagCheck::default().check(source, words)
+}
+
+/// The flags a WebUI checkout accepts: A1111's catalog plus those its extensions add.
+#[derive(Debug, Default)]
+pub struct FlagCheck {
+    extensions: BTreeMap<String, Arity>,
+    allow_unknown: bool,
+}
+
+enum Lookup<'a> {
+    Known(&'a str, &'a Arity),
+    Ambiguous(Vec<&'a str>),
+    Unknown,
+}
+
+impl FlagCheck {
+    /// Reads the flags of every extension's preload.py in `webui_dir` (extensions/ and
+    /// extensions-builtin/); `allow_unknown` lets flags the runtime cannot see through.
+    pub fn for_webui(webui_dir: &Path, allow_unknown: bool) -> FlagCheck {
+        FlagCheck {
+            extensions: crate::webui_extensions::flags(webui_dir),
+            allow_unknown,
         }
-        let (name, inline) = match word.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (word.as_str(), None),
-        };
-        if let Some((_, fix)) = OWNED.iter().find(|(owned, _)| *owned == name) {
-            return Err(err(format!("{name} is set by worker-runtime: {fix}")));
+    }
+
+    fn all_names(&self) -> impl Iterator<Item = &str> {
+        catalog()
+            .keys()
+            .chain(self.extensions.keys())
+            .map(String::as_str)
+    }
+
+    /// argparse's reading of an option name: exact, else an unambiguous prefix.
+    fn lookup(&self, name: &str) -> Lookup<'_> {
+        let exact = catalog()
+            .get_key_value(name)
+            .or_else(|| self.extensions.get_key_value(name));
+        if let Some((known, arity)) = exact {
+            return Lookup::Known(known, arity);
         }
-        let Some(arity) = catalog.get(name) else {
-            return Err(err(unknown_flag_message(name)));
-        };
-        match arity {
-            Arity::Switch => {
-                if inline.is_some() {
-                    return Err(err(format!("{name} is a switch and takes no value")));
-                }
+        if !name.starts_with("--") || name.len() < 3 {
+            return Lookup::Unknown;
+        }
+        let mut matches: Vec<&str> = self.all_names().filter(|k| k.starts_with(name)).collect();
+        matches.dedup();
+        match matches.as_slice() {
+            [] => Lookup::Unknown,
+            [one] => {
+                let arity = catalog()
+                    .get(*one)
+                    .or_else(|| self.extensions.get(*one))
+                    .expect("a listed name");
+                Lookup::Known(one, arity)
             }
-            Arity::One { int, choices } => {
-                let value = match inline {
-                    Some(v) => v,
-                    None => match args.get(i) {
-                        Some(v) if !v.starts_with("--") => {
-                            i += 1;
-                            v.clone()
-                        }
-                        _ => return Err(err(format!("{name} needs a value"))),
-                    },
-                };
-                if *int && value.parse::<i64>().is_err() {
-                    return Err(err(format!("{name} needs an integer, not {value:?}")));
+            _ => Lookup::Ambiguous(matches),
+        }
+    }
+
+    /// Splits `words` with Python's shlex rules (as A1111 does) and checks every flag and value
+    /// as A1111's argparse parser would; returns the words.
+    pub fn check(&self, source: &'static str, words: &str) -> Result<Vec<String>, FlagError> {
+        let err = |message: String| FlagError { source, message };
+        let args = crate::shlex::split(words).map_err(|e| {
+            err(format!(
+                "cannot split {words:?} into words (Python's shlex: {e}); check the quotes"
+            ))
+        })?;
+        let mut i = 0;
+        while i < args.len() {
+            let word = &args[i];
+            i += 1;
+            if !looks_like_option(word) || word == "--" {
+                return Err(err(format!(
+                    "unexpected word {word:?}: WebUI flags start with --, and a value follows its flag"
+                )));
+            }
+            let (name, inline) = match word.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (word.as_str(), None),
+            };
+            let (flag, arity) = match self.lookup(name) {
+                Lookup::Known(flag, arity) => (flag, Some(arity)),
+                Lookup::Ambiguous(candidates) => {
+                    let closest = candidates
+                        .iter()
+                        .min_by_key(|c| strsim::levenshtein(name, c))
+                        .copied()
+                        .unwrap_or_default();
+                    return Err(err(format!(
+                        "{name} is ambiguous to A1111, which would exit at start (it could be {}); \
+                         did you mean {closest}?",
+                        candidates.join(", ")
+                    )));
                 }
-                if let Some(choices) = choices {
-                    if !choices.contains(&value) {
-                        return Err(err(format!(
-                            "{name} must be one of {}, not {value:?}",
-                            choices.join(", ")
-                        )));
+                Lookup::Unknown => (name, None),
+            };
+            if let Some((owned, fix)) = OWNED.iter().find(|(owned, _)| {
+                *owned == flag || (arity.is_none() && name.len() > 2 && owned.starts_with(name))
+            }) {
+                let spelled = if *owned == name {
+                    String::new()
+                } else {
+                    format!(" (A1111 reads {name} as {owned})")
+                };
+                return Err(err(format!(
+                    "{owned} is set by worker-runtime{spelled}: {fix}"
+                )));
+            }
+            if UNSUPPORTED.contains(&flag) {
+                return Err(err(format!(
+                    "{flag} is not supported: the readiness probe and the handler call the API \
+                     over plain HTTP without credentials, so the worker would never become ready"
+                )));
+            }
+            let Some(arity) = arity else {
+                if !self.allow_unknown {
+                    return Err(err(self.unknown_flag_message(name)));
+                }
+                tracing::warn!(
+                    "{source}: passing {name}, which neither A1111 v1.10 nor an extension in \
+                     WEBUI_DIR defines (WEBUI_ALLOW_UNKNOWN_FLAGS is set)"
+                );
+                if inline.is_none() {
+                    while args.get(i).is_some_and(|v| !looks_like_option(v)) {
+                        i += 1;
+                    }
+                }
+                continue;
+            };
+            match arity {
+                Arity::Switch => {
+                    if inline.is_some() {
+                        return Err(err(format!("{flag} is a switch and takes no value")));
+                    }
+                }
+                Arity::One { int, choices } => {
+                    let value = match inline {
+                        Some(v) => v,
+                        None => match args.get(i) {
+                            Some(v) if !looks_like_option(v) => {
+                                i += 1;
+                                v.clone()
+                            }
+                            _ => return Err(err(format!("{flag} needs a value"))),
+                        },
+                    };
+                    if *int && !is_python_int(&value) {
+                        return Err(err(format!("{flag} needs an integer, not {value:?}")));
+                    }
+                    if let Some(choices) = choices {
+                        if !choices.contains(&value) {
+                            return Err(err(format!(
+                                "{flag} must be one of {}, not {value:?}",
+                                choices.join(", ")
+                            )));
+                        }
+                    }
+                }
+                Arity::OneOrMore => {
+                    // argparse: a value after `=` is the only one.
+                    if inline.is_none() {
+                        let mut count = 0;
+                        while args.get(i).is_some_and(|v| !looks_like_option(v)) {
+                            i += 1;
+                            count += 1;
+                        }
+                        if count == 0 {
+                            return Err(err(format!("{flag} needs at least one value")));
+                        }
+                    }
+                }
+                Arity::Optional { at_most_one } => {
+                    if inline.is_none() {
+                        let mut count = 0;
+                        while args.get(i).is_some_and(|v| !looks_like_option(v))
+                            && !(*at_most_one && count == 1)
+                        {
+                            i += 1;
+                            count += 1;
+                        }
                     }
                 }
             }
-            Arity::OneOrMore => {
-                let mut count = usize::from(inline.is_some());
-                while args.get(i).is_some_and(|v| !v.starts_with('-')) {
-                    i += 1;
-                    count += 1;
-                }
-                if count == 0 {
-                    return Err(err(format!("{name} needs at least one value")));
-                }
-            }
+        }
+        Ok(args)
+    }
+
+    fn unknown_flag_message(&self, name: &str) -> String {
+        let closest = self
+            .all_names()
+            .map(|known| (strsim::levenshtein(name, known), known))
+            .min()
+            .filter(|(distance, _)| *distance <= 3);
+        let escape = "if an extension defines it in code the runtime cannot read, set \
+                      WEBUI_ALLOW_UNKNOWN_FLAGS=1";
+        match closest {
+            Some((_, known)) => format!(
+                "unknown WebUI flag {name} (A1111 v1.10 would exit at start); did you mean \
+                 {known}? ({escape})"
+            ),
+            None => format!(
+                "unknown WebUI flag {name} (A1111 v1.10 would exit at start): neither A1111's \
+                 catalog (runtime/src/a1111-cmd-flags-v1.10.tsv) nor an extension's preload.py in \
+                 WEBUI_DIR defines it; {escape}"
+            ),
         }
     }
-    Ok(args)
 }
 
-fn unknown_flag_message(name: &str) -> String {
-    let closest = catalog()
-        .keys()
-        .map(|known| (strsim::levenshtein(name, known), known))
-        .min()
-        .filter(|(distance, _)| *distance <= 3);
-    match closest {
-        Some((_, known)) => format!(
-            "unknown WebUI flag {name} (A1111 v1.10 would exit at start); did you mean {known}?"
-        ),
-        None => format!(
-            "unknown WebUI flag {name} (A1111 v1.10 would exit at start); see \
-             runtime/src/a1111-cmd-flags-v1.10.tsv for the flags it accepts"
-        ),
-    }
+/// argparse's test for a word that is an option rather than a value: it starts with '-', is not
+/// '-' alone, is not a negative number, and holds no space.
+fn looks_like_option(word: &str) -> bool {
+    let negative_number = word.strip_prefix('-').is_some_and(|rest| {
+        let (int, frac) = rest.split_once('.').unwrap_or((rest, ""));
+        let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+        (rest.contains('.') && digits(int) && !frac.is_empty() && digits(frac))
+            || (!rest.contains('.') && !rest.is_empty() && digits(rest))
+    });
+    word.starts_with('-') && word != "-" && !negative_number && !word.contains(' ')
+}
+
+/// What Python's `int()` accepts: surrounding whitespace, a sign, digits with single
+/// underscores between them.
+fn is_python_int(value: &str) -> bool {
+    let v = value.trim();
+    let v = v.strip_prefix(['+', '-']).unwrap_or(v);
+    !v.is_empty()
+        && !v.starts_with('_')
+        && !v.ends_with('_')
+        && !v.contains("__")
+        && v.chars().all(|c| c.is_ascii_digit() || c == '_')
 }
 
 /// docs/webui-flags.md, generated by `cargo xtask codegen` from [`FLAG_SET`].
@@ -386,8 +548,12 @@ pub fn markdown_doc() -> String {
          `worker-runtime` starts the WebUI as `<WEBUI_PYTHON> <WEBUI_DIR>/webui.py` with these flags, \
          in this order, then the words of `WEBUI_EXTRA_ARGS`. `worker-runtime webui-args` prints \
          the exact command line. Extra flags (and `COMMANDLINE_ARGS`, which A1111 appends itself) \
-         are checked against A1111 v1.10's flag catalog before anything starts; `--port`, \
-         `--server-name` and `--listen` belong to the runtime.\n\n\
+         are split with Python's shlex rules and checked before anything starts against A1111 \
+         v1.10's flag catalog and the flags of the extensions in `WEBUI_DIR` (their \
+         `preload.py`); `WEBUI_ALLOW_UNKNOWN_FLAGS=1` lets other flags through. `--port`, \
+         `--server-name` and `--listen` belong to the runtime (refused in any spelling argparse \
+         accepts); `--api-auth` and the TLS flags are refused (the probe and handler use plain \
+         HTTP).\n\n\
          | Flag | Value | Why | Passed |\n|---|---|---|---|\n",
     );
     for f in FLAG_SET {
@@ -469,6 +635,11 @@ mod tests {
     fn extra_args_are_split_like_a_shell_and_checked() {
         let ok = parse_extra_args("WEBUI_EXTRA_ARGS", "--medvram --precision full --max-batch-count=4 --use-cpu all interrogate --styles-file 'my styles.csv'");
         assert_eq!(ok.map(|a| a.len()), Ok(9));
+        let ok = parse_extra_args(
+            "WEBUI_EXTRA_ARGS",
+            "--max-batch-count ' 1_000' --ckpt-dir -1 --nowe",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
         let bad = |s: &str| parse_extra_args("WEBUI_EXTRA_ARGS", s).unwrap_err().message;
         assert!(bad("--xformer").contains("did you mean --xformers?"));
         assert!(bad("--no-such-flag-at-all-here").contains("unknown WebUI flag"));
@@ -480,6 +651,12 @@ mod tests {
         assert!(bad("--api=1").contains("takes no value"));
         assert!(bad("medvram").contains("unexpected word"));
         assert!(bad("--ckpt 'unclosed").contains("quotes"));
+        assert!(bad("--ckpt-dir -f").contains("needs a value"));
+        assert!(bad("--use-cpu=all interrogate").contains("unexpected word"));
+        assert!(bad("--serv 0.0.0.0").contains("A1111 reads --serv as --server-name"));
+        assert!(bad("--po=1").contains("--port is set by worker-runtime"));
+        assert!(bad("--api-auth a:b").contains("not supported"));
+        assert!(bad("--no-hal").contains("ambiguous"));
     }
 
     #[test]

@@ -20,7 +20,25 @@ def record(name, text):
         f.write(text)
 
 
+def say(text):
+    # A log reader that went away must not end the fake: the tests look at the runtime.
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
+
+
+def pdeathsig():
+    import ctypes
+
+    value = ctypes.c_int(-1)
+    ctypes.CDLL(None, use_errno=True).prctl(2, ctypes.byref(value), 0, 0, 0)  # PR_GET_PDEATHSIG
+    return str(value.value)
+
+
 record("webui.pid", str(os.getpid()))
+record("webui.pdeathsig", pdeathsig())
+record("webui.stdin", os.readlink("/proc/self/fd/0") if os.path.exists("/proc/self/fd/0") else "closed")
 record("webui.args", "\n".join(sys.argv[1:]))
 record("webui.ld_preload", env("LD_PRELOAD", ""))
 record("webui.worker_env", " ".join(sorted(
@@ -46,6 +64,10 @@ if env("FAKE_ORPHANS"):
             os._exit(0)
         os._exit(0)
 
+if env("FAKE_READ_STDIN"):
+    # A child that reads the terminal is stopped by SIGTTIN when it is not in the foreground.
+    record("webui.stdin_read", "eof" if sys.stdin.read() == "" else "data")
+
 time.sleep(float(env("FAKE_DELAY", "0.2")))
 
 mode = env("FAKE_MODE", "serve")
@@ -59,8 +81,19 @@ port = int(sys.argv[sys.argv.index("--port") + 1])
 unavailable_until = time.monotonic() + float(env("FAKE_503_FOR", "0"))
 
 
+redirects = [0]
+
+
 class Api(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if env("FAKE_REDIRECT_TO"):
+            redirects[0] += 1
+            record("webui.redirects", str(redirects[0]))
+            self.send_response(302)
+            self.send_header("Location", env("FAKE_REDIRECT_TO"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         ok = self.path == "/sdapi/v1/sd-models" and time.monotonic() >= unavailable_until
         self.send_response(200 if ok else 503)
         self.end_headers()
@@ -71,7 +104,7 @@ class Api(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Api)
-print(f"fake webui: listening on {port}", flush=True)
+say(f"fake webui: listening on {port}")
 if env("FAKE_DIE_AFTER"):
     def die():
         time.sleep(float(env("FAKE_DIE_AFTER")))

@@ -106,12 +106,20 @@ impl Fixture {
     }
 
     pub fn spawn(&self) -> Running {
+        self.spawn_with(|command| {
+            command.stdin(Stdio::null());
+        })
+    }
+
+    /// `spawn`, with the command adjusted first (its stdin, a session of its own...).
+    pub fn spawn_with(&self, adjust: impl FnOnce(&mut Command)) -> Running {
         let mut command = self.command();
+        adjust(&mut command);
         // One pipe for stdout and stderr, as a container log has it: the runtime's lines and its
         // children's keep the order in which they were written.
         let (reader, writer) = std::io::pipe().expect("pipe");
         let stderr = writer.try_clone().expect("pipe clone");
-        command.stdin(Stdio::null()).stdout(writer).stderr(stderr);
+        command.stdout(writer).stderr(stderr);
         let child = command.spawn().expect("worker-runtime starts");
         // The parent's copies of the write end are gone with `command`: EOF comes when the runtime
         // and every child holding the pipe have exited.
@@ -150,6 +158,117 @@ impl Fixture {
 
     pub fn recorded_pid(&self, name: &str) -> Option<Pid> {
         self.record(name)?.trim().parse().ok().map(Pid::from_raw)
+    }
+
+    /// A file the fake handler waits for (FAKE_HANDLER_WAIT_FILE) before it exits.
+    pub fn release_file(&self) -> PathBuf {
+        self.dir.path().join("release")
+    }
+
+    /// Writes `text` as `relative` inside the fake WebUI checkout.
+    pub fn webui_file(&self, relative: &str, text: &str) {
+        let path = self.dir.path().join("webui").join(relative);
+        fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+        fs::write(path, text).expect("write");
+    }
+}
+
+/// A field of /proc/<pid>/status (`SigBlk`, `NSpgid`...), as written there.
+pub fn status_field(pid: Pid, field: &str) -> Option<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        (name == field).then(|| value.trim().to_string())
+    })
+}
+
+/// The process group of `pid`.
+pub fn pgid(pid: Pid) -> Option<Pid> {
+    nix::unistd::getpgid(Some(pid)).ok()
+}
+
+/// Live children of `parent` whose command line contains `needle`.
+pub fn children_running(parent: Pid, needle: &str) -> Vec<Pid> {
+    process_tree::snapshot()
+        .into_iter()
+        .filter(|(_, s)| s.ppid == parent.as_raw() && s.is_live())
+        .filter(|(pid, _)| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .map(|(pid, _)| Pid::from_raw(pid))
+        .collect()
+}
+
+/// Waits (up to PATIENCE) until `find` returns something.
+pub fn wait_for<T>(mut find: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = find() {
+            return Some(found);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The demo WebUI of docker/demo-webui (an A1111 API stand-in).
+pub fn demo_webui_dir() -> PathBuf {
+    workspace_root().join("docker/demo-webui")
+}
+
+/// A fake libcuda (tests/fake_libcuda) built once per test process; its directory goes on
+/// LD_LIBRARY_PATH so the runtime's GPU check loads it instead of a driver.
+pub fn fake_libcuda_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("fake_libcuda")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("temp dir for the fake libcuda")
+            .keep();
+        let source = workspace_root().join("tests/fake_libcuda/fake_libcuda.c");
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o"])
+            .arg(dir.join("libcuda.so.1"))
+            .arg(&source)
+            .status()
+            .expect("running cc (gcc must be installed to build the fake libcuda)");
+        assert!(status.success(), "compiling {}", source.display());
+        dir
+    })
+}
+
+/// A tiny HTTP server on `port` that answers every request 200 `[]` and counts them: a process
+/// outside the WebUI's tree that could fool a readiness probe.
+pub struct Impostor {
+    pub requests: Arc<Mutex<usize>>,
+}
+
+impl Impostor {
+    pub fn start(port: u16) -> Impostor {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("impostor binds");
+        let requests = Arc::new(Mutex::new(0));
+        let count = Arc::clone(&requests);
+        thread::spawn(move || {
+            use std::io::{Read, Write};
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                *count.lock().expect("count") += 1;
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]",
+                );
+            }
+        });
+        Impostor { requests }
+    }
+
+    pub fn count(&self) -> usize {
+        *self.requests.lock().expect("count")
     }
 }
 

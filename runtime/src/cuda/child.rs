@@ -7,24 +7,95 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use tracing::{error, info, warn};
+
+use crate::supervisor::{Event, ExitStatus, Role, Supervisor};
 
 use super::report::{Level, Report, BANNER, RULE, VERDICT_FAILED};
 use super::LaunchVerdict;
 use crate::cli::CudaCheckMode;
 
 /// A healthy check takes well under a second; a hung driver (a GPU that fell off the bus) can
-/// block cuInit forever. Past this, the check is stopped and counts as a CUDA failure.
+/// block cuInit forever. Past this (CUDA_CHECK_TIMEOUT's default), the check is stopped and counts
+/// as a CUDA failure.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How often the child's status is polled. The launcher has SIGCHLD blocked at this stage, so
-/// there is no signal to wait for; 5 ms is invisible next to the check's own ~300 ms.
+/// How often an unsupervised check's status is polled; 5 ms is invisible next to the check's own
+/// ~300 ms.
 const POLL: Duration = Duration::from_millis(5);
 
-/// Runs `exe cuda-check --json`, logs the report through tracing, returns the verdict.
+/// Runs `exe cuda-check --json`, logs the report through tracing, returns the verdict. For
+/// callers without a supervisor (`webui-args`, tests): the runtime's own launch uses
+/// [`run_supervised`].
 pub fn run_in_child(exe: &Path, mode: CudaCheckMode, timeout: Duration) -> LaunchVerdict {
     let started = Instant::now();
     let outcome = spawn_and_wait(exe, timeout);
+    conclude(mode, outcome, started)
+}
+
+/// The launch step under the supervisor: the check is a child like the WebUI and the handler
+/// (own process group, no blocked signal, SIGKILL if the runtime dies), and a stop signal during
+/// it ends it at once: `Err(signal)`.
+pub fn run_supervised(
+    exe: &Path,
+    mode: CudaCheckMode,
+    timeout: Duration,
+    supervisor: &mut Supervisor,
+) -> Result<LaunchVerdict, Signal> {
+    let started = Instant::now();
+    let mut command = check_command(exe);
+    let outcome = match supervisor.spawn_piped(Role::GpuCheck, &mut command) {
+        Err(e) => Err(format!(
+            "cannot start the CUDA check ({}): {e}",
+            exe.display()
+        )),
+        Ok((_, stdout)) => {
+            let reader = read_all(stdout);
+            let deadline = started + timeout;
+            loop {
+                match supervisor.next(Some(deadline)) {
+                    Event::Exited(Role::GpuCheck, status) => {
+                        let signal = match status {
+                            ExitStatus::Signaled(signal) => Some(signal as i32),
+                            ExitStatus::Code(_) => None,
+                        };
+                        let text = reader.join().unwrap_or_default();
+                        break parse_report(&text, signal, &status.to_string());
+                    }
+                    Event::Deadline => {
+                        supervisor.kill_now(Role::GpuCheck);
+                        let _ = reader.join();
+                        break Err(timed_out(timeout));
+                    }
+                    Event::Stop(signal) | Event::Again(signal) => {
+                        info!("received {signal} during the CUDA check: stopping it");
+                        supervisor.kill_now(Role::GpuCheck);
+                        let _ = reader.join();
+                        return Err(signal);
+                    }
+                    Event::Exited(..) | Event::Ready => {}
+                }
+            }
+        }
+    };
+    Ok(conclude(mode, outcome, started))
+}
+
+fn timed_out(timeout: Duration) -> String {
+    format!(
+        "the CUDA check did not finish within {} s (a hung driver or GPU; CUDA_CHECK_TIMEOUT) \
+         and was stopped",
+        timeout.as_secs_f64()
+    )
+}
+
+/// Logs the report (or why there is none) and gives the verdict.
+fn conclude(
+    mode: CudaCheckMode,
+    outcome: Result<Report, String>,
+    started: Instant,
+) -> LaunchVerdict {
     let elapsed = started.elapsed().as_millis();
     let report = match outcome {
         Ok(report) => report,
@@ -70,24 +141,32 @@ fn finish(mode: CudaCheckMode, code: u8) {
     }
 }
 
-fn spawn_and_wait(exe: &Path, timeout: Duration) -> Result<Report, String> {
-    let mut child = Command::new(exe)
+fn check_command(exe: &Path) -> Command {
+    let mut command = Command::new(exe);
+    command
         .args(["cuda-check", "--json"])
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         // A crash message (or a driver's own complaint) lands in the container log.
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    command
+}
+
+/// Reads on a thread so a large report can never fill the pipe and stall the child.
+fn read_all(mut stdout: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    })
+}
+
+fn spawn_and_wait(exe: &Path, timeout: Duration) -> Result<Report, String> {
+    let mut command = check_command(exe);
+    crate::supervisor::prepare(&mut command, None);
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start the CUDA check ({}): {e}", exe.display()))?;
-    // Read on a thread so a large report can never fill the pipe and stall the child.
-    let mut stdout = child.stdout.take();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(out) = stdout.as_mut() {
-            let _ = out.read_to_string(&mut text);
-        }
-        text
-    });
+    let reader = child.stdout.take().map(read_all);
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -95,27 +174,24 @@ fn spawn_and_wait(exe: &Path, timeout: Duration) -> Result<Report, String> {
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                let _ = reader.join();
-                return Err(format!(
-                    "the CUDA check did not finish within {} s (a hung driver or GPU) and was stopped",
-                    timeout.as_secs()
-                ));
+                let _ = reader.map(|r| r.join());
+                return Err(timed_out(timeout));
             }
             Ok(None) => std::thread::sleep(POLL),
             Err(e) => return Err(format!("cannot wait for the CUDA check: {e}")),
         }
     };
-    let text = reader
-        .join()
-        .map_err(|_| "the CUDA check's output could not be read".to_string())?;
-    match serde_json::from_str::<Report>(text.trim()) {
-        Ok(report) => Ok(report),
-        Err(e) => {
-            use std::os::unix::process::ExitStatusExt;
-            Err(match status.signal() {
-                Some(sig) => format!("the CUDA check crashed (signal {sig})"),
-                None => format!("the CUDA check gave no report ({status}; {e})"),
-            })
-        }
-    }
+    let text = match reader.map(|r| r.join()) {
+        Some(Ok(text)) => text,
+        _ => return Err("the CUDA check's output could not be read".to_string()),
+    };
+    use std::os::unix::process::ExitStatusExt;
+    parse_report(&text, status.signal(), &status.to_string())
+}
+
+fn parse_report(text: &str, signal: Option<i32>, status: &str) -> Result<Report, String> {
+    serde_json::from_str::<Report>(text.trim()).map_err(|e| match signal {
+        Some(sig) => format!("the CUDA check crashed (signal {sig})"),
+        None => format!("the CUDA check gave no report ({status}; {e})"),
+    })
 }

@@ -207,15 +207,29 @@ pub fn facts_main(args: &FactsArgs) -> ExitCode {
 /// Runs the check for the launcher; `None` when CUDA_CHECK=off.
 ///
 /// The check runs in a child process (this same executable, `cuda-check --json`) bounded by
-/// `LAUNCH_TIMEOUT`; its report is logged here with the seed's banner and verdict lines. In
+/// `timeout` (CUDA_CHECK_TIMEOUT, default `LAUNCH_TIMEOUT`); its report is logged here with the seed's banner and verdict lines. In
 /// strict mode the caller stops when `code >= 2`.
-pub fn launch_step(mode: CudaCheckMode) -> Option<LaunchVerdict> {
+pub fn launch_step(mode: CudaCheckMode, timeout: Duration) -> Option<LaunchVerdict> {
     if mode == CudaCheckMode::Off {
         tracing::info!("CUDA check skipped (CUDA_CHECK=off)");
         return None;
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    Some(launch_step_with(&exe, mode, LAUNCH_TIMEOUT))
+    Some(launch_step_with(&exe, mode, timeout))
+}
+
+/// The runtime's own launch step, supervised: a stop signal during the check is `Err(signal)`.
+pub fn launch_step_supervised(
+    mode: CudaCheckMode,
+    timeout: Duration,
+    supervisor: &mut crate::supervisor::Supervisor,
+) -> Result<Option<LaunchVerdict>, nix::sys::signal::Signal> {
+    if mode == CudaCheckMode::Off {
+        tracing::info!("CUDA check skipped (CUDA_CHECK=off)");
+        return Ok(None);
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    child::run_supervised(&exe, mode, timeout, supervisor).map(Some)
 }
 
 /// `launch_step` with an explicit executable (one that has the `cuda-check` subcommand) and
