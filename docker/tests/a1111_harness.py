@@ -12,15 +12,11 @@ Without A1111_SETTINGS these tests are skipped, saying so. The WebUI runs on the
 (WEBUI_DEVICE=cpu) with the small test checkpoints, so a 64x64 job takes about a second.
 """
 
-import json
 import os
 import signal
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
@@ -162,91 +158,6 @@ def served(tmp_path_factory):
         yield ServedWorker(worker, f"http://127.0.0.1:{port}")
     finally:
         worker.kill()
-
-
-class ControlPlane:
-    """A RunPod control-plane double on loopback: hands out queued jobs at job-take, records
-    what the worker posts at job-done, answers job-stop with no stop."""
-
-    def __init__(self):
-        self.jobs = []
-        self.taken = []
-        self.done = []
-        self._cond = threading.Condition()
-        plane = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, status, body=None):
-                data = b"" if body is None else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                path = urlparse(self.path).path
-                if "/job-take/" in path:
-                    with plane._cond:
-                        job = plane.jobs.pop(0) if plane.jobs else None
-                        if job:
-                            plane.taken.append(job["id"])
-                            plane._cond.notify_all()
-                    if job:
-                        return self._reply(200, job)
-                    return self._reply(204)
-                return self._reply(204)
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                path = urlparse(self.path).path
-                if "/job-done/" in path:
-                    with plane._cond:
-                        plane.done.append((path.rsplit("/", 1)[-1], json.loads(body)))
-                        plane._cond.notify_all()
-                self._reply(200, {})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def env(self):
-        base = f"http://127.0.0.1:{self.port}"
-        return {
-            "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=test",
-            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=test",
-            "RUNPOD_WEBHOOK_PING": None, "RUNPOD_POD_ID": "test-worker",
-            "RUNPOD_AI_API_KEY": "test-key",
-            # The fitness checks would dial a public DNS server: never from a test.
-            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true", "RUNPOD_SKIP_GPU_CHECK": "true",
-        }
-
-    def queue(self, job_id, job_input):
-        with self._cond:
-            self.jobs.append({"id": job_id, "input": job_input})
-
-    def wait_taken(self, job_id, timeout):
-        with self._cond:
-            if not self._cond.wait_for(lambda: job_id in self.taken, timeout):
-                pytest.fail(f"job {job_id} was never taken")
-
-    def results(self, job_id):
-        with self._cond:
-            return [body for jid, body in self.done if jid == job_id]
-
-    def close(self):
-        self.server.shutdown()
-
-
-@pytest.fixture
-def control_plane():
-    plane = ControlPlane()
-    yield plane
-    plane.close()
 
 
 def wait_until(predicate, timeout, what):

@@ -9,6 +9,7 @@ import base64
 import importlib.util
 import json
 import os
+import queue
 import signal
 import socket
 import struct
@@ -17,12 +18,16 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+# The real-A1111 harness's fixtures (served, start_worker) for test_a1111_*.py.
+pytest_plugins = ["a1111_harness"]
 
 DOCKER_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = DOCKER_DIR.parent
@@ -303,3 +308,103 @@ def png_b64(width=8, height=8):
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
     return base64.b64encode(png).decode()
+
+
+# RunPod's control plane, for runpod's deployed mode
+
+CONTROL_PLANE_WORKER_ID = "worker-under-test"
+
+
+class ControlPlane:
+    """RunPod's side of runpod 1.12.0's worker protocol: GET job-take answers the next queued job
+    (or 204 after a short long-poll), GET job-stop answers 204, POST job-done records the result
+    (JSON in a form-encoded body)."""
+
+    def __init__(self):
+        outer = self
+        self.jobs = queue.Queue()
+        self.results = {}
+        self.taken = set()
+        self.done = threading.Condition()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                if "/job-take/" in self.path:
+                    try:
+                        job = outer.jobs.get(timeout=0.5)
+                    except queue.Empty:
+                        return self._answer(204, b"")
+                    with outer.done:
+                        outer.taken.add(job["id"])
+                        outer.done.notify_all()
+                    return self._answer(200, json.dumps(job).encode())
+                threading.Event().wait(0.5)
+                self._answer(204, b"")
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = urllib.parse.urlsplit(self.path).path
+                job_id = path.rsplit("/", 1)[-1]
+                with outer.done:
+                    outer.results[job_id] = (json.loads(raw), len(raw))
+                    outer.done.notify_all()
+                self._answer(200, b"{}")
+
+            def _answer(self, status, body):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def env(self):
+        return {
+            "RUNPOD_WEBHOOK_GET_JOB": f"{self.url}/v2/job-take/$ID?gpu=test",
+            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{self.url}/v2/job-done/$RUNPOD_POD_ID/$ID?gpu=test",
+            "RUNPOD_POD_ID": CONTROL_PLANE_WORKER_ID,
+            # No test may dial out: runpod's fitness checks include a TCP connect to 8.8.8.8:53.
+            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
+            "RUNPOD_SKIP_GPU_CHECK": "true",
+            "RUNPOD_WEBHOOK_PING": None,
+            "RUNPOD_AI_API_KEY": "rpa_TESTKEY_0123456789",
+        }
+
+    def submit(self, job_id, job_input):
+        self.jobs.put({"id": job_id, "input": job_input})
+
+    def wait_taken(self, job_id, timeout=60):
+        with self.done:
+            if not self.done.wait_for(lambda: job_id in self.taken, timeout):
+                pytest.fail(f"job {job_id} was not taken within {timeout}s")
+
+    def result(self, job_id, timeout=60):
+        """The body the worker posted for this job, and its size in bytes."""
+        with self.done:
+            if not self.done.wait_for(lambda: job_id in self.results, timeout):
+                pytest.fail(f"no result for {job_id} within {timeout}s")
+            return self.results[job_id]
+
+    def run(self, job_id, job_input, timeout=60):
+        self.submit(job_id, job_input)
+        return self.result(job_id, timeout)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def control_plane():
+    plane = ControlPlane()
+    yield plane
+    plane.close()

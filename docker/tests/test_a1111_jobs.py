@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from a1111_harness import MAIN_MODEL, SECOND_MODEL, requires_a1111, served  # noqa: F401
+from a1111_harness import MAIN_MODEL, SECOND_MODEL, requires_a1111
 from conftest import read_png
 
 pytestmark = [requires_a1111, pytest.mark.timeout(300)]

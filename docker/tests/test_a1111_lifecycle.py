@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from a1111_harness import (ControlPlane, control_plane, processes_with, requires_a1111,  # noqa: F401
-                           served, start_worker, wait_until)
+from a1111_harness import processes_with, requires_a1111, wait_until
 from conftest import decode_png_b64, http
 
 pytestmark = [requires_a1111, pytest.mark.timeout(300)]
@@ -65,8 +64,8 @@ def test_sigterm_during_a_job_in_deployed_mode_posts_the_job(start_worker, contr
     worker = start_worker("", **control_plane.env())
     worker.wait_ready()
     # Long enough on the CPU to be in flight when the signal comes.
-    control_plane.queue("job-sigterm", {"prompt": "a long job", "seed": 9, "steps": 30,
-                                        "width": 256, "height": 256})
+    control_plane.submit("job-sigterm", {"prompt": "a long job", "seed": 9, "steps": 30,
+                                         "width": 256, "height": 256})
     control_plane.wait_taken("job-sigterm", 60)
 
     def generating():
@@ -77,10 +76,9 @@ def test_sigterm_during_a_job_in_deployed_mode_posts_the_job(start_worker, contr
     worker.process.signal(signal.SIGTERM)
     code = worker.process.wait(120)
     out = worker.process.output
-    results = control_plane.results("job-sigterm")
-    assert len(results) == 1, (results, out)
-    output = results[0].get("output")
-    assert output and output["images"], results[0]
+    posted, _ = control_plane.result("job-sigterm", timeout=30)
+    output = posted.get("output")
+    assert output and output["images"], posted
     assert decode_png_b64(output["images"][0])[:2] == (256, 256)
     assert code == 0, out
     ordered(out, "handler: serving", "Shutdown complete.")

@@ -51,7 +51,7 @@ pub fn run(args: CiArgs) -> anyhow::Result<()> {
     // One test at a time: each starts a real WebUI, and the 2-core machine is the limit.
     cmd!(
         sh,
-        "{python} -m pytest -q -p no:xdist docker/tests/test_a1111_jobs.py docker/tests/test_a1111_lifecycle.py"
+        "{python} -m pytest -q -p no:xdist docker/tests/test_a1111_jobs.py docker/tests/test_a1111_handler.py docker/tests/test_a1111_lifecycle.py"
     )
     .env("A1111_SETTINGS", &settings)
     .run()?;
