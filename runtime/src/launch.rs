@@ -3,12 +3,11 @@
 //! when the handler ends, the WebUI dies, or a stop signal arrives.
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use tracing::{error, info, warn};
@@ -16,10 +15,14 @@ use tracing::{error, info, warn};
 use crate::cli::{Config, CudaCheckMode, HandlerStart};
 use crate::cuda;
 use crate::exit_code;
-use crate::readiness;
+use crate::gate::{self, Gate};
+use crate::health::Health;
+use crate::readiness::{self, Outcome, ReadyMode};
+use crate::startup_report;
 use crate::supervisor::{Event, Role, Supervisor};
 use crate::tcmalloc::TcmallocStatus;
 use crate::webui_flags;
+use crate::webui_log::{self, Sink, WebuiLog};
 
 const BANNER: &str = "==============================================";
 
@@ -174,25 +177,68 @@ pub fn run(config: &Config, tcmalloc: TcmallocStatus) -> ExitCode {
             return ExitCode::from(exit_code::BAD_CONFIG);
         }
     };
+    let health = match start_health(config) {
+        Ok(health) => health,
+        Err(message) => {
+            error!("{message}");
+            return ExitCode::from(exit_code::BAD_CONFIG);
+        }
+    };
     let code = Lifecycle {
         config,
         plan,
         supervisor: &mut supervisor,
+        health,
+        log: Arc::new(WebuiLog::default()),
+        timeline: Timeline::default(),
     }
     .run(tcmalloc);
     info!("worker-runtime exits with status {code}");
     ExitCode::from(code)
 }
 
+/// The health endpoint, when PORT_HEALTH asks for one.
+fn start_health(config: &Config) -> Result<Option<Health>, String> {
+    let Some(port) = config.port_health else {
+        return Ok(None);
+    };
+    if port == config.webui_port {
+        return Err(format!(
+            "PORT_HEALTH={port} is also WEBUI_PORT: the health endpoint needs a port of its own"
+        ));
+    }
+    let health = Health::serve(port).map_err(|e| {
+        format!("PORT_HEALTH={port}: cannot listen on 0.0.0.0:{port} ({e}); choose a free port")
+    })?;
+    info!("health endpoint: GET /ping on 0.0.0.0:{port} (204 starting, 200 ready, 503 stopping)");
+    Ok(Some(health))
+}
+
+/// Moments the start-up report needs, as the launch sequence passes them.
+#[derive(Default)]
+struct Timeline {
+    gpu_check: Option<Duration>,
+    webui_spawned: Option<Instant>,
+    handler_spawned: Option<Instant>,
+    handler_at_gate: Option<Arc<OnceLock<Instant>>>,
+}
+
 struct Lifecycle<'a> {
     config: &'a Config,
     plan: Plan,
     supervisor: &'a mut Supervisor,
+    health: Option<Health>,
+    log: Arc<WebuiLog>,
+    timeline: Timeline,
 }
 
 impl Lifecycle<'_> {
     fn run(&mut self, tcmalloc: TcmallocStatus) -> u8 {
+        let check_started = Instant::now();
         let verdict = cuda::launch_step(self.config.cuda_check);
+        if verdict.is_some() {
+            self.timeline.gpu_check = Some(check_started.elapsed());
+        }
         if let Some(verdict) = verdict {
             if verdict.code >= 2 && self.config.cuda_check == CudaCheckMode::Strict {
                 error!(
@@ -226,7 +272,17 @@ impl Lifecycle<'_> {
             .args(&webui_argv[1..])
             .current_dir(&self.plan.webui_dir)
             .env("PYTHONUNBUFFERED", "true");
-        match self.supervisor.spawn(Role::Webui, &mut webui, None) {
+        let relay = match self.relay_output(&mut webui) {
+            Ok(relay) => relay,
+            Err(e) => {
+                error!("cannot set up the WebUI's output relay: {e}");
+                return exit_code::SPAWN_FAILED;
+            }
+        };
+        let spawned = self.supervisor.spawn(Role::Webui, &mut webui, None);
+        // The command holds the pipes' write ends: only the WebUI may keep them open.
+        drop(webui);
+        match spawned {
             Ok(pid) => info!("WebUI API started with PID: {pid}"),
             Err(e) => {
                 error!(
@@ -236,25 +292,48 @@ impl Lifecycle<'_> {
                 return exit_code::SPAWN_FAILED;
             }
         }
+        self.timeline.webui_spawned = Some(started);
+        for (stream, sink) in relay {
+            if let Err(e) = webui_log::relay(stream, sink, Arc::clone(&self.log)) {
+                warn!("cannot relay the WebUI's output ({e}); its output is lost");
+            }
+        }
 
         // Dropping the probe when supervision ends stops its thread.
-        let _probe = match self.start_probe(started) {
+        let probe = match self.start_probe(started) {
             Ok(probe) => probe,
             Err(e) => {
                 error!("cannot start the readiness probe: {e}");
                 return self.shutdown(exit_code::SPAWN_FAILED);
             }
         };
-        self.supervise(started)
+        self.supervise(started, &probe)
+    }
+
+    /// Pipes for the WebUI's stdout and stderr; returns their read ends for the relay.
+    fn relay_output(&self, webui: &mut Command) -> std::io::Result<[(OwnedFd, Sink); 2]> {
+        let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        webui
+            .stdout(Stdio::from(out_write))
+            .stderr(Stdio::from(err_write));
+        Ok([(out_read, Sink::Stdout), (err_read, Sink::Stderr)])
     }
 
     fn start_probe(&mut self, started: Instant) -> std::io::Result<readiness::Probe> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         self.supervisor.watch_ready(read);
-        readiness::spawn(self.plan.api_url.clone(), write, started)
+        let target = readiness::Target {
+            base_url: self.plan.api_url.clone(),
+            mode: self.config.webui_ready,
+            started,
+            deadline: started + self.config.webui_ready_timeout,
+            log: Arc::clone(&self.log),
+        };
+        readiness::spawn(target, write)
     }
 
-    fn supervise(&mut self, started: Instant) -> u8 {
+    fn supervise(&mut self, started: Instant, probe: &readiness::Probe) -> u8 {
         let mut gate = match self.config.handler_start {
             HandlerStart::Gate => match self.start_handler(true) {
                 Ok(gate) => gate,
@@ -267,11 +346,29 @@ impl Lifecycle<'_> {
 
         // Starting: the WebUI boots; the handler (if started) waits at the gate.
         match self.supervisor.next(Some(ready_deadline)) {
-            Event::Ready => {}
+            Event::Ready => match probe.outcome() {
+                Outcome::Ready | Outcome::Pending => {}
+                Outcome::ModelFailed(reason) => {
+                    error!("the WebUI could not load its checkpoint: {reason}; stopping before any job (WEBUI_READY={})", self.config.webui_ready.name());
+                    return self.fail_before_ready(gate, exit_code::MODEL_LOAD_FAILED, true);
+                }
+                Outcome::WarmupFailed(reason) => {
+                    error!("the warm-up generation failed: {reason}; stopping before any job (WEBUI_READY=warmup)");
+                    return self.fail_before_ready(gate, exit_code::WARMUP_FAILED, true);
+                }
+            },
             Event::Deadline => {
+                let waiting_for = match (self.config.webui_ready, probe.milestones()) {
+                    (_, m) if m.api.is_none() => {
+                        format!("the WebUI API did not answer 200 at {url}")
+                    }
+                    (ReadyMode::Warmup, m) if m.model.is_some() => {
+                        "the warm-up generation did not finish".to_string()
+                    }
+                    _ => "the WebUI did not finish loading its checkpoint".to_string(),
+                };
                 error!(
-                    "the WebUI API did not answer 200 at {url} within {:.0} s (WEBUI_READY_TIMEOUT); \
-                     stopping",
+                    "{waiting_for} within {:.0} s (WEBUI_READY_TIMEOUT); stopping",
                     self.config.webui_ready_timeout.as_secs_f64()
                 );
                 return self.fail_before_ready(gate, exit_code::READY_TIMEOUT, true);
@@ -294,10 +391,16 @@ impl Lifecycle<'_> {
                 return self.fail_before_ready(gate, exit_code::from_signal(signal as i32), false);
             }
         }
+        let ready = Instant::now();
         info!(
-            "WebUI API ready in {:.2} s ({url} answered 200)",
-            started.elapsed().as_secs_f64()
+            "WebUI API ready in {:.2} s (WEBUI_READY={})",
+            started.elapsed().as_secs_f64(),
+            self.config.webui_ready.name()
         );
+        if let Some(health) = &self.health {
+            health.ready();
+        }
+        self.report(probe, ready);
         match gate.take() {
             Some(gate) => open_gate(gate),
             None => {
@@ -322,6 +425,7 @@ impl Lifecycle<'_> {
                     return self.shutdown(exit_code::WEBUI_DIED);
                 }
                 Event::Stop(signal) => {
+                    self.health_stopping();
                     info!("received {signal}: passing it to the handler, which finishes its job first");
                     self.supervisor.signal_group(Role::Handler, signal);
                     self.supervisor.wait_forced(Role::Handler);
@@ -340,22 +444,24 @@ impl Lifecycle<'_> {
         }
     }
 
-    /// Starts the handler; with `gated`, returns the gate's write end.
-    fn start_handler(&mut self, gated: bool) -> Result<Option<File>, u8> {
+    /// Starts the handler; with `gated`, returns the runtime's end of the gate.
+    fn start_handler(&mut self, gated: bool) -> Result<Option<Gate>, u8> {
         info!("{BANNER}");
         info!("STARTING RUNPOD HANDLER");
         info!("{BANNER}");
         let mut command = self.plan.handler_command();
-        let mut gate_pipe: Option<(OwnedFd, OwnedFd)> = None;
+        let mut gate_pipe: Option<(OwnedFd, Gate)> = None;
         if gated {
-            let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| {
+            let (gate, theirs) = gate::pair().map_err(|e| {
                 error!("cannot create the readiness gate: {e}");
                 exit_code::SPAWN_FAILED
             })?;
-            command.env(READY_FD_ENV, read.as_raw_fd().to_string());
-            gate_pipe = Some((read, write));
+            command.env(READY_FD_ENV, theirs.as_raw_fd().to_string());
+            self.timeline.handler_at_gate = Some(gate.arrival());
+            gate_pipe = Some((theirs, gate));
         }
-        let inherit = gate_pipe.as_ref().map(|(read, _)| read.as_raw_fd());
+        let inherit = gate_pipe.as_ref().map(|(theirs, _)| theirs.as_raw_fd());
+        self.timeline.handler_spawned = Some(Instant::now());
         match self.supervisor.spawn(Role::Handler, &mut command, inherit) {
             Ok(pid) if gated => {
                 info!("RunPod handler started with PID: {pid}, waiting at the readiness gate")
@@ -369,14 +475,37 @@ impl Lifecycle<'_> {
                 return Err(exit_code::SPAWN_FAILED);
             }
         }
-        // The read end now lives in the handler only, so closing the write end means EOF there.
-        Ok(gate_pipe.map(|(_, write)| File::from(write)))
+        // The handler's end now lives in the handler only, so closing ours means EOF there.
+        Ok(gate_pipe.map(|(_, gate)| gate))
+    }
+
+    /// The start-up report line, once ready.
+    fn report(&self, probe: &readiness::Probe, ready: Instant) {
+        let t = &self.timeline;
+        let report = startup_report::Report {
+            mode: self.config.webui_ready,
+            gpu_check: t.gpu_check,
+            webui_spawned: t.webui_spawned.unwrap_or(ready),
+            milestones: probe.milestones(),
+            handler_spawned: t.handler_spawned,
+            handler_at_gate: t.handler_at_gate.as_ref().and_then(|a| a.get().copied()),
+            ready,
+            webui: self.log.facts(),
+        };
+        report.log();
+    }
+
+    fn health_stopping(&self) {
+        if let Some(health) = &self.health {
+            health.stopping();
+        }
     }
 
     /// Closing the gate unwritten tells a waiting handler to exit; it gets the grace period to
     /// do so on its own (it may still be importing), then SIGTERM. A stop signal skips the wait:
     /// the user asked to stop now.
-    fn fail_before_ready(&mut self, gate: Option<File>, code: u8, wait_for_exit: bool) -> u8 {
+    fn fail_before_ready(&mut self, gate: Option<Gate>, code: u8, wait_for_exit: bool) -> u8 {
+        self.health_stopping();
         let gated = gate.is_some();
         drop(gate);
         if gated && wait_for_exit {
@@ -389,6 +518,7 @@ impl Lifecycle<'_> {
     }
 
     fn shutdown(&mut self, code: u8) -> u8 {
+        self.health_stopping();
         self.supervisor.teardown(self.config.shutdown_grace);
         info!("Shutdown complete.");
         code
@@ -421,8 +551,8 @@ impl Lifecycle<'_> {
 }
 
 /// The handler reads this line right before it starts serving.
-fn open_gate(mut gate: File) {
-    match gate.write_all(b"ready\n") {
+fn open_gate(gate: Gate) {
+    match gate.open() {
         Ok(()) => info!("readiness gate opened: the handler starts serving"),
         // The handler is gone; its exit is the next event.
         Err(e) => warn!("could not open the readiness gate ({e})"),

@@ -4,10 +4,14 @@
 pub mod cli;
 pub mod cuda;
 pub mod exit_code;
+pub mod gate;
+pub mod health;
 pub mod launch;
 pub mod logging;
 pub mod process_tree;
 pub mod readiness;
+pub mod startup_report;
 pub mod supervisor;
 pub mod tcmalloc;
 pub mod webui_flags;
+pub mod webui_log;
