@@ -127,7 +127,20 @@ fn answer(mut stream: TcpStream, state: &AtomicU8) -> io::Result<()> {
     }
     response.push_str("\r\n");
     stream.write_all(response.as_bytes())?;
-    stream.flush()
+    stream.flush()?;
+    if status == 431 {
+        // Closing with unread request bytes would reset the connection and lose the answer:
+        // read a bounded rest first.
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let mut sink = [0u8; 1024];
+        for _ in 0..64 {
+            if matches!(stream.read(&mut sink), Ok(0) | Err(_)) {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 enum Head {

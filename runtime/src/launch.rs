@@ -26,6 +26,10 @@ use crate::webui_log::{self, Sink, WebuiLog};
 
 const BANNER: &str = "==============================================";
 
+/// How long the exit waits for the WebUI's last output to be written (a stalled log reader
+/// must not hold the exit).
+const RELAY_DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
 /// Names the inherited pipe of the readiness gate in the handler's environment.
 pub const READY_FD_ENV: &str = "WORKER_READY_FD";
 /// The WebUI's base URL in the handler's environment.
@@ -520,6 +524,8 @@ impl Lifecycle<'_> {
     fn shutdown(&mut self, code: u8) -> u8 {
         self.health_stopping();
         self.supervisor.teardown(self.config.shutdown_grace);
+        // The WebUI's last lines may still be on their way through the relay.
+        self.log.wait_drained(RELAY_DRAIN_LIMIT);
         info!("Shutdown complete.");
         code
     }

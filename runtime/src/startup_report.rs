@@ -13,6 +13,7 @@
 //! the handler then waited at the gate for the WebUI. `total` runs from the process's start
 //! (before the re-exec) to ready. `webui` holds A1111's own "Startup time" and "Model loaded in".
 
+use std::io::Write;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -132,7 +133,10 @@ impl Report {
     /// can parse it as it is.
     pub fn log(&self) {
         match serde_json::to_string(&self.line()) {
-            Ok(line) => eprintln!("{line}"),
+            // Not eprintln: a closed stderr must not end the worker.
+            Ok(line) => {
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            }
             Err(e) => tracing::warn!("cannot write the start-up report: {e}"),
         }
     }

@@ -53,6 +53,9 @@ pub struct Facts {
 pub struct WebuiLog {
     facts: Mutex<Facts>,
     changed: Condvar,
+    /// Relays whose writer has not finished yet.
+    running: Mutex<usize>,
+    finished: Condvar,
 }
 
 impl WebuiLog {
@@ -74,6 +77,32 @@ impl WebuiLog {
                 return None;
             }
             facts = self.changed.wait_timeout(facts, left).ok()?.0;
+        }
+    }
+
+    /// Waits up to `limit` until every relay has passed on the WebUI's last output (the WebUI
+    /// is gone): the runtime should not exit with the WebUI's last lines still queued.
+    pub fn wait_drained(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let Ok(mut running) = self.running.lock() else {
+            return;
+        };
+        while *running > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.finished.wait_timeout(running, left) {
+                Ok((guard, _)) => running = guard,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn relay_finished(&self) {
+        if let Ok(mut running) = self.running.lock() {
+            *running = running.saturating_sub(1);
+            self.finished.notify_all();
         }
     }
 
@@ -99,10 +128,18 @@ pub fn relay(stream: OwnedFd, sink: Sink, log: Arc<WebuiLog>) -> io::Result<()> 
         Sink::Stdout => "webui-stdout",
         Sink::Stderr => "webui-stderr",
     };
+    if let Ok(mut running) = log.running.lock() {
+        *running += 1;
+    }
+    let writer_log = Arc::clone(&log);
     thread::Builder::new()
         .name(format!("{name}-write"))
         .stack_size(64 * 1024)
-        .spawn(move || write_loop(rx, sink))?;
+        .spawn(move || {
+            write_loop(rx, sink);
+            writer_log.relay_finished();
+        })
+        .inspect_err(|_| log.relay_finished())?;
     thread::Builder::new()
         .name(format!("{name}-read"))
         .stack_size(64 * 1024)
@@ -137,6 +174,13 @@ fn read_loop(mut pipe: File, tx: &SyncSender<Vec<u8>>, log: &WebuiLog) {
     }
     if !pending.is_empty() {
         send(tx, pending, &mut dropped);
+    }
+    if dropped > 0 {
+        // The WebUI is gone: waiting for the writer now stalls nobody.
+        let note = format!(
+            "[worker-runtime: {dropped} bytes of WebUI output dropped: the log reader was too slow]\n"
+        );
+        let _ = tx.send(note.into_bytes());
     }
 }
 
