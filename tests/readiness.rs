@@ -239,6 +239,7 @@ fn health_endpoint_answers_starting_ready_stopping_and_nothing_else() {
         "{}",
         text(&running.lines())
     );
+    assert_eq!(get(health, "GET /ping?ready HTTP/1.1\r\n\r\n"), Some(503));
     assert_eq!(get(health, "POST /ping HTTP/1.1\r\n\r\n"), Some(405));
     assert_eq!(get(health, "HEAD /ping HTTP/1.1\r\n\r\n"), Some(405));
     // Not a way into the WebUI's API.
@@ -256,6 +257,7 @@ fn health_endpoint_answers_starting_ready_stopping_and_nothing_else() {
     std::fs::write(&go, "").expect("let the WebUI bind");
     assert!(running.wait_for_line("fake handler: serving"));
     assert_eq!(next_status(health, Some(204)), Some(200));
+    assert_eq!(get(health, "GET /ping?ready HTTP/1.1\r\n\r\n"), Some(200));
 
     // Stopping: the handler drains its job until the test lets it finish.
     running.signal(Signal::SIGTERM);

@@ -1,6 +1,7 @@
 //! The health endpoint (`PORT_HEALTH`): `GET /ping` on 0.0.0.0 answers 204 while the worker
-//! starts, 200 once it is ready, 503 while it stops or after the WebUI died. It is what RunPod's
-//! load-balancing endpoints and Kubernetes probes ask.
+//! starts, 200 once it is ready, 503 while it stops or after the WebUI died: what RunPod's
+//! load-balancing endpoints ask. `GET /ping?ready` answers 503 instead of 204, for Kubernetes,
+//! whose HTTP probes take every 2xx as success.
 //!
 //! It answers from one atomic: no request ever reaches the WebUI (its API stays on loopback).
 //! A small HTTP/1.1 responder written here: one route, no body, `Connection: close`. Each
@@ -180,12 +181,17 @@ fn route(head: &str, state: State) -> (u16, &'static str) {
     if !version.starts_with("HTTP/1.") {
         return (400, "Bad Request");
     }
-    let path = target.split('?').next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if path != "/ping" {
         return (404, "Not Found");
     }
     if method != "GET" {
         return (405, "Method Not Allowed");
+    }
+    // Kubernetes counts every status from 200 to 399 as success, 204 included: its readiness
+    // probe asks `/ping?ready`, which is 200 only once ready.
+    if query.split('&').any(|q| q == "ready") && state == State::Starting {
+        return (503, "Service Unavailable");
     }
     state.status()
 }
@@ -204,6 +210,10 @@ mod tests {
             route("GET /ping?probe=1 HTTP/1.0\r\n\r\n", State::Ready).0,
             200
         );
+        let strict = "GET /ping?ready HTTP/1.1\r\n\r\n";
+        assert_eq!(route(strict, State::Starting).0, 503);
+        assert_eq!(route(strict, State::Ready).0, 200);
+        assert_eq!(route(strict, State::Stopping).0, 503);
         assert_eq!(route("POST /ping HTTP/1.1\r\n\r\n", State::Ready).0, 405);
         assert_eq!(
             route("GET /sdapi/v1/txt2img HTTP/1.1\r\n\r\n", State::Ready).0,
