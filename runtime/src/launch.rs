@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -224,7 +224,6 @@ struct Timeline {
     gpu_check: Option<Duration>,
     webui_spawned: Option<Instant>,
     handler_spawned: Option<Instant>,
-    handler_at_gate: Option<Arc<OnceLock<Instant>>>,
 }
 
 struct Lifecycle<'a> {
@@ -404,7 +403,7 @@ impl Lifecycle<'_> {
         if let Some(health) = &self.health {
             health.ready();
         }
-        self.report(probe, ready);
+        self.report(probe, ready, gate.as_ref());
         match gate.take() {
             Some(gate) => open_gate(gate),
             None => {
@@ -461,7 +460,6 @@ impl Lifecycle<'_> {
                 exit_code::SPAWN_FAILED
             })?;
             command.env(READY_FD_ENV, theirs.as_raw_fd().to_string());
-            self.timeline.handler_at_gate = Some(gate.arrival());
             gate_pipe = Some((theirs, gate));
         }
         let inherit = gate_pipe.as_ref().map(|(theirs, _)| theirs.as_raw_fd());
@@ -483,20 +481,27 @@ impl Lifecycle<'_> {
         Ok(gate_pipe.map(|(_, gate)| gate))
     }
 
-    /// The start-up report line, once ready.
-    fn report(&self, probe: &readiness::Probe, ready: Instant) {
+    /// The start-up report line, once ready, or once the handler reaches the gate if it is
+    /// still importing then (its imports are then what the worker waits for).
+    fn report(&self, probe: &readiness::Probe, ready: Instant, gate: Option<&Gate>) {
         let t = &self.timeline;
-        let report = startup_report::Report {
+        let mut report = startup_report::Report {
             mode: self.config.webui_ready,
             gpu_check: t.gpu_check,
             webui_spawned: t.webui_spawned.unwrap_or(ready),
             milestones: probe.milestones(),
             handler_spawned: t.handler_spawned,
-            handler_at_gate: t.handler_at_gate.as_ref().and_then(|a| a.get().copied()),
+            handler_at_gate: None,
             ready,
             webui: self.log.facts(),
         };
-        report.log();
+        match gate {
+            Some(gate) => gate.when_arrived(move |at| {
+                report.handler_at_gate = at;
+                report.log();
+            }),
+            None => report.log(),
+        }
     }
 
     fn health_stopping(&self) {
