@@ -563,9 +563,10 @@ impl Lifecycle<'_> {
 
 /// The handler reads this line right before it starts serving.
 fn open_gate(gate: Gate) {
-    match gate.open() {
-        Ok(()) => info!("readiness gate opened: the handler starts serving"),
+    // Said first: once `ready` is written, the handler's own lines race this one.
+    info!("readiness gate opened: the handler starts serving");
+    if let Err(e) = gate.open() {
         // The handler is gone; its exit is the next event.
-        Err(e) => warn!("could not open the readiness gate ({e})"),
+        warn!("could not open the readiness gate ({e})");
     }
 }
