@@ -65,7 +65,7 @@ pub struct Config {
     )]
     pub webui_extra_args: String,
 
-    /// Seconds to wait for the WebUI API to answer 200 before giving up.
+    /// Seconds from the WebUI's start until ready (every WEBUI_READY stage) before giving up.
     #[arg(long, env = "WEBUI_READY_TIMEOUT", default_value = "600", value_parser = parse_seconds, global = true)]
     pub webui_ready_timeout: Duration,
 
