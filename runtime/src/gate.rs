@@ -4,13 +4,19 @@
 //! report then knows how long the imports took and how long the handler waited at the gate.
 //! A handler that only reads (the protocol of a plain pipe) works unchanged.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often the watcher looks whether it should stop waiting.
+const WATCH_TICK: Duration = Duration::from_secs(1);
+/// After the gate opened, how long a handler still importing may take to say `waiting` before
+/// the report goes out without its import time (a handler may keep the socket open unread).
+const LATE_LIMIT: Duration = Duration::from_secs(60);
 
 type Callback = Box<dyn FnOnce(Option<Instant>) + Send>;
 
@@ -20,6 +26,8 @@ struct Arrival {
     /// The watcher is done: the handler said `waiting` (when), or ended without saying it.
     known: Option<Option<Instant>>,
     waiting: Option<Callback>,
+    /// Set when the gate opens: the watcher gives up at this moment.
+    give_up_at: Option<Instant>,
 }
 
 /// The runtime's end.
@@ -34,17 +42,15 @@ pub fn pair() -> io::Result<(Gate, OwnedFd)> {
     let (ours, theirs) = UnixStream::pair()?;
     let arrival = Arc::new(Mutex::new(Arrival::default()));
     let reader = ours.try_clone()?;
+    // The watcher wakes up every tick to see whether to give up; only reads on our end (the
+    // watcher's) are affected, writing `ready` is not.
+    reader.set_read_timeout(Some(WATCH_TICK))?;
     let watched = Arc::clone(&arrival);
     thread::Builder::new()
         .name("gate-watch".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            let mut line = String::new();
-            // Ends at the handler's line, its exit or closing of the gate, or our shutdown.
-            let at = match BufReader::new(reader.take(64)).read_line(&mut line) {
-                Ok(_) if line.trim() == "waiting" => Some(Instant::now()),
-                _ => None,
-            };
+            let at = watch(reader, &watched);
             let callback = watched.lock().ok().and_then(|mut a| {
                 a.known = Some(at);
                 a.waiting.take()
@@ -60,6 +66,34 @@ pub fn pair() -> io::Result<(Gate, OwnedFd)> {
         },
         OwnedFd::from(theirs),
     ))
+}
+
+/// Reads the handler's first line: `Some(when)` if it is `waiting`; `None` at any other line,
+/// the handler's exit or closing of the gate, or once the gate has been open for LATE_LIMIT.
+fn watch(mut reader: UnixStream, arrival: &Mutex<Arrival>) -> Option<Instant> {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 16];
+    while line.len() < 64 && !line.contains(&b'\n') {
+        match reader.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let give_up = arrival.lock().ok().and_then(|a| a.give_up_at);
+                if give_up.is_some_and(|at| Instant::now() >= at) {
+                    return None;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let first = line.split(|b| *b == b'\n').next().unwrap_or_default();
+    (first.trim_ascii() == b"waiting").then(Instant::now)
 }
 
 impl Gate {
@@ -88,6 +122,9 @@ impl Gate {
 
     /// Tells the handler to serve.
     pub fn open(mut self) -> io::Result<()> {
+        if let Ok(mut a) = self.arrival.lock() {
+            a.give_up_at = Some(Instant::now() + LATE_LIMIT);
+        }
         self.stream.write_all(b"ready\n")
     }
 }

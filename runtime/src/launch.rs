@@ -377,6 +377,8 @@ impl Lifecycle<'_> {
                 return self.fail_before_ready(gate, exit_code::READY_TIMEOUT, true);
             }
             Event::Exited(Role::Webui, status) => {
+                // Its last lines first: the message below points at them.
+                self.log.wait_drained(RELAY_DRAIN_LIMIT);
                 error!(
                     "the WebUI exited before its API was ready ({status}, after {:.1} s); see its \
                      output above",
