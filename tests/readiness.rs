@@ -50,9 +50,10 @@ fn warmup_is_the_default_and_the_report_has_every_phase_and_a1111s_figures() {
         .env("DEMO_WEBUI_MODEL_LOADED_IN", "4.3");
     let (code, lines) = fixture.run();
     assert_eq!(code, 0, "{}", text(&lines));
+    // The runtime's lines; the WebUI's own come through the relay, in no fixed order with them.
+    assert!(has_line(&lines, "Model loaded in 4.3s"), "{}", text(&lines));
     let order = [
         "WebUI API answers",
-        "Model loaded in 4.3s",
         "model loaded (",
         "warm-up image generated",
         "WebUI API ready in",
@@ -94,7 +95,9 @@ fn model_mode_waits_for_the_checkpoint_and_makes_no_image() {
         .env("DEMO_WEBUI_MODEL_LOAD_SECONDS", "0.5");
     let (code, lines) = fixture.run();
     assert_eq!(code, 0, "{}", text(&lines));
-    assert!(position(&lines, "Model loaded in") < position(&lines, "readiness gate opened"));
+    // The WebUI's own lines come through the relay, in no fixed order with the runtime's.
+    assert!(has_line(&lines, "Model loaded in"), "{}", text(&lines));
+    assert!(position(&lines, "model loaded (") < position(&lines, "readiness gate opened"));
     assert!(!has_line(&lines, "warm-up"), "{}", text(&lines));
     let report = report(&lines).expect("a start-up report line");
     assert_eq!(report["ready"], "model");
@@ -164,14 +167,14 @@ fn a_failing_warmup_stops_the_worker_with_its_own_status() {
 fn a_model_load_longer_than_the_ready_timeout_ends_with_the_timeout_status() {
     let fixture = demo()
         .env("WEBUI_READY", "model")
-        .env("WEBUI_READY_TIMEOUT", "2")
+        .env("WEBUI_READY_TIMEOUT", "15")
         .env("DEMO_WEBUI_MODEL_LOAD_SECONDS", "120");
     let (code, lines) = fixture.run();
     assert_eq!(code, 82, "{}", text(&lines));
     assert!(
         has_line(
             &lines,
-            "the WebUI did not finish loading its checkpoint within 2 s (WEBUI_READY_TIMEOUT)"
+            "the WebUI did not finish loading its checkpoint within 15 s (WEBUI_READY_TIMEOUT)"
         ),
         "{}",
         text(&lines)
@@ -317,9 +320,10 @@ fn a_log_reader_that_stops_reading_does_not_stall_the_webui() {
     let status = child.wait().expect("exit");
     let log = log.join().expect("stderr");
     assert_eq!(status.code(), Some(0), "{log}");
-    let stdout = String::from_utf8_lossy(&reader.join().expect("stdout")).into_owned();
+    let _ = reader.join().expect("stdout");
+    // Said on stderr, which was read all along.
     assert!(
-        stdout.contains("bytes of WebUI output dropped: the log reader was too slow"),
+        log.contains("bytes of WebUI output dropped: the log reader was too slow"),
         "{log}"
     );
 }

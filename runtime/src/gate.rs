@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,39 +30,53 @@ struct Arrival {
     give_up_at: Option<Instant>,
 }
 
+/// The watcher's findings, shared.
+#[derive(Default)]
+struct Shared {
+    arrival: Mutex<Arrival>,
+    done: Condvar,
+}
+
 /// The runtime's end.
 pub struct Gate {
     stream: UnixStream,
-    arrival: Arc<Mutex<Arrival>>,
+    shared: Arc<Shared>,
+}
+
+/// Outlives the gate: lets the exit wait for a report that waits for the handler.
+#[derive(Clone)]
+pub struct Watch {
+    shared: Arc<Shared>,
 }
 
 /// Creates the gate; returns the runtime's end and the handler's (close-on-exec: the spawn
 /// clears that flag for the handler only).
 pub fn pair() -> io::Result<(Gate, OwnedFd)> {
     let (ours, theirs) = UnixStream::pair()?;
-    let arrival = Arc::new(Mutex::new(Arrival::default()));
+    let shared = Arc::new(Shared::default());
     let reader = ours.try_clone()?;
     // The watcher wakes up every tick to see whether to give up; only reads on our end (the
     // watcher's) are affected, writing `ready` is not.
     reader.set_read_timeout(Some(WATCH_TICK))?;
-    let watched = Arc::clone(&arrival);
+    let watched = Arc::clone(&shared);
     thread::Builder::new()
         .name("gate-watch".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            let at = watch(reader, &watched);
-            let callback = watched.lock().ok().and_then(|mut a| {
+            let at = watch(reader, &watched.arrival);
+            // The callback runs under the lock, so `Watch::finish` returns only after it.
+            if let Ok(mut a) = watched.arrival.lock() {
                 a.known = Some(at);
-                a.waiting.take()
-            });
-            if let Some(callback) = callback {
-                callback(at);
+                if let Some(callback) = a.waiting.take() {
+                    callback(at);
+                }
             }
+            watched.done.notify_all();
         })?;
     Ok((
         Gate {
             stream: ours,
-            arrival,
+            shared,
         },
         OwnedFd::from(theirs),
     ))
@@ -100,7 +114,7 @@ impl Gate {
     /// Calls `f` with the handler's arrival at the gate (`None`: it never said `waiting`), at
     /// once if that is known, else from the watcher thread once it is.
     pub fn when_arrived(&self, f: impl FnOnce(Option<Instant>) + Send + 'static) {
-        let known = match self.arrival.lock() {
+        let known = match self.shared.arrival.lock() {
             Ok(mut a) => match a.known {
                 Some(at) => Some(at),
                 None => {
@@ -117,12 +131,22 @@ impl Gate {
 
     /// The arrival, if the handler has already said `waiting`.
     pub fn arrived(&self) -> Option<Instant> {
-        self.arrival.lock().ok().and_then(|a| a.known.flatten())
+        self.shared
+            .arrival
+            .lock()
+            .ok()
+            .and_then(|a| a.known.flatten())
+    }
+
+    pub fn watch(&self) -> Watch {
+        Watch {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Tells the handler to serve.
     pub fn open(mut self) -> io::Result<()> {
-        if let Ok(mut a) = self.arrival.lock() {
+        if let Ok(mut a) = self.shared.arrival.lock() {
             a.give_up_at = Some(Instant::now() + LATE_LIMIT);
         }
         self.stream.write_all(b"ready\n")
@@ -134,5 +158,25 @@ impl Drop for Gate {
     /// still waiting then reads end of file.
     fn drop(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+impl Watch {
+    /// At exit: if a callback waits, waits up to `limit` for the watcher (the handler is gone,
+    /// so it ends at once), then runs the callback with what is known.
+    pub fn finish(&self, limit: Duration) {
+        let Ok(guard) = self.shared.arrival.lock() else {
+            return;
+        };
+        let Ok((mut a, _)) = self
+            .shared
+            .done
+            .wait_timeout_while(guard, limit, |a| a.known.is_none() && a.waiting.is_some())
+        else {
+            return;
+        };
+        if let Some(callback) = a.waiting.take() {
+            callback(a.known.flatten());
+        }
     }
 }

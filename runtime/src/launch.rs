@@ -224,6 +224,8 @@ struct Timeline {
     gpu_check: Option<Duration>,
     webui_spawned: Option<Instant>,
     handler_spawned: Option<Instant>,
+    /// The gate's watcher, which may still hold the start-up report at exit.
+    gate_watch: Option<gate::Watch>,
 }
 
 struct Lifecycle<'a> {
@@ -296,10 +298,8 @@ impl Lifecycle<'_> {
             }
         }
         self.timeline.webui_spawned = Some(started);
-        for (stream, sink) in relay {
-            if let Err(e) = webui_log::relay(stream, sink, Arc::clone(&self.log)) {
-                warn!("cannot relay the WebUI's output ({e}); its output is lost");
-            }
+        if let Err(e) = webui_log::relay(relay.into(), Arc::clone(&self.log)) {
+            warn!("cannot relay the WebUI's output ({e}); its output is lost");
         }
 
         // Dropping the probe when supervision ends stops its thread.
@@ -462,6 +462,7 @@ impl Lifecycle<'_> {
                 exit_code::SPAWN_FAILED
             })?;
             command.env(READY_FD_ENV, theirs.as_raw_fd().to_string());
+            self.timeline.gate_watch = Some(gate.watch());
             gate_pipe = Some((theirs, gate));
         }
         let inherit = gate_pipe.as_ref().map(|(theirs, _)| theirs.as_raw_fd());
@@ -531,8 +532,12 @@ impl Lifecycle<'_> {
     fn shutdown(&mut self, code: u8) -> u8 {
         self.health_stopping();
         self.supervisor.teardown(self.config.shutdown_grace);
-        // The WebUI's last lines may still be on their way through the relay.
+        // The WebUI's last lines may still be on their way through the relay, and the start-up
+        // report may still wait for the handler's word from the gate.
         self.log.wait_drained(RELAY_DRAIN_LIMIT);
+        if let Some(watch) = &self.timeline.gate_watch {
+            watch.finish(RELAY_DRAIN_LIMIT);
+        }
         info!("Shutdown complete.");
         code
     }

@@ -12,22 +12,24 @@
 //! Stable diffusion model failed to load
 //! ```
 //!
-//! A slow or dead log reader must never stall the WebUI: each stream has a reader thread that
-//! always drains the pipe and parses, and a writer thread fed through a bounded queue. When the
-//! queue is full the reader drops output (and says how much once it can), it never waits.
+//! A slow or dead log reader must never stall the WebUI: a reader thread always drains both
+//! pipes and parses, and a writer thread is fed through a bounded queue. When the queue is full
+//! the reader drops output (and says how much once it can), it never waits.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
 /// One read from the pipe; also the most a held partial line grows before it is passed on.
 const CHUNK: usize = 8 * 1024;
-/// Chunks waiting for the writer: with CHUNK, at most about 1 MiB per stream while the log
-/// reader stalls.
+/// Chunks waiting for the writer: with CHUNK, at most about 1 MiB while the log reader stalls.
 const QUEUE_CHUNKS: usize = 128;
 /// Longer lines are still relayed whole, but only this much of them is parsed.
 const MAX_PARSED_LINE: usize = 4 * 1024;
@@ -115,89 +117,135 @@ impl WebuiLog {
 }
 
 /// Where a relayed stream goes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sink {
     Stdout,
     Stderr,
 }
 
-/// Starts relaying `stream` (the read end of a WebUI output pipe) to `sink`, parsing into `log`.
-pub fn relay(stream: OwnedFd, sink: Sink, log: Arc<WebuiLog>) -> io::Result<()> {
-    let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE_CHUNKS);
-    let name = match sink {
-        Sink::Stdout => "webui-stdout",
-        Sink::Stderr => "webui-stderr",
-    };
+type Chunk = (Sink, Vec<u8>);
+
+/// Starts relaying the WebUI's output pipes (read ends) to the runtime's own streams, parsing
+/// into `log`: one thread reads both pipes (so their lines keep the order they were read in),
+/// one writes.
+pub fn relay(streams: Vec<(OwnedFd, Sink)>, log: Arc<WebuiLog>) -> io::Result<()> {
+    let (tx, rx) = sync_channel::<Chunk>(QUEUE_CHUNKS);
     if let Ok(mut running) = log.running.lock() {
         *running += 1;
     }
     let writer_log = Arc::clone(&log);
     thread::Builder::new()
-        .name(format!("{name}-write"))
+        .name("webui-log-write".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            write_loop(rx, sink);
+            write_loop(rx);
             writer_log.relay_finished();
         })
         .inspect_err(|_| log.relay_finished())?;
     thread::Builder::new()
-        .name(format!("{name}-read"))
+        .name("webui-log-read".into())
         .stack_size(64 * 1024)
-        .spawn(move || read_loop(File::from(stream), &tx, &log))?;
+        .spawn(move || read_loop(streams, &tx, &log))?;
     Ok(())
 }
 
-fn read_loop(mut pipe: File, tx: &SyncSender<Vec<u8>>, log: &WebuiLog) {
-    let mut parser = Parser::default();
-    let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
+/// One pipe's reading state.
+struct Stream {
+    pipe: File,
+    sink: Sink,
+    parser: Parser,
+    pending: Vec<u8>,
+}
+
+fn read_loop(streams: Vec<(OwnedFd, Sink)>, tx: &SyncSender<Chunk>, log: &WebuiLog) {
+    let mut open: Vec<Stream> = streams
+        .into_iter()
+        .map(|(fd, sink)| Stream {
+            pipe: File::from(fd),
+            sink,
+            parser: Parser::default(),
+            pending: Vec::new(),
+        })
+        .collect();
     let mut buf = vec![0u8; CHUNK];
     let mut dropped: u64 = 0;
-    loop {
-        let n = match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+    while !open.is_empty() {
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd> = open
+                .iter()
+                .map(|s| PollFd::new(s.pipe.as_fd(), PollFlags::POLLIN))
+                .collect();
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+            fds.iter()
+                .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
         };
-        parser.feed(&buf[..n], log);
-        pending.extend_from_slice(&buf[..n]);
-        // Whole lines go on together, so the runtime's own log lines never land inside one; a
-        // progress bar (\r without \n) or an endless line is passed on in pieces.
-        let cut = match pending.iter().rposition(|&b| b == b'\n' || b == b'\r') {
-            Some(i) => i + 1,
-            None if pending.len() >= CHUNK => pending.len(),
-            None => continue,
-        };
-        let rest = pending.split_off(cut);
-        let chunk = std::mem::replace(&mut pending, rest);
-        send(tx, chunk, &mut dropped);
-    }
-    if !pending.is_empty() {
-        send(tx, pending, &mut dropped);
+        let mut closed = Vec::new();
+        for (i, stream) in open.iter_mut().enumerate().filter(|(i, _)| ready[*i]) {
+            let n = match stream.pipe.read(&mut buf) {
+                Ok(0) => {
+                    closed.push(i);
+                    continue;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    closed.push(i);
+                    continue;
+                }
+            };
+            stream.parser.feed(&buf[..n], log);
+            stream.pending.extend_from_slice(&buf[..n]);
+            // Whole lines go on together, so the runtime's own log lines never land inside one;
+            // a progress bar (\r without \n) or an endless line is passed on in pieces.
+            let cut = match stream
+                .pending
+                .iter()
+                .rposition(|&b| b == b'\n' || b == b'\r')
+            {
+                Some(i) => i + 1,
+                None if stream.pending.len() >= CHUNK => stream.pending.len(),
+                None => continue,
+            };
+            let rest = stream.pending.split_off(cut);
+            let chunk = std::mem::replace(&mut stream.pending, rest);
+            send(tx, (stream.sink, chunk), &mut dropped);
+        }
+        for i in closed.into_iter().rev() {
+            let stream = open.remove(i);
+            if !stream.pending.is_empty() {
+                send(tx, (stream.sink, stream.pending), &mut dropped);
+            }
+        }
     }
     if dropped > 0 {
         // The WebUI is gone: waiting for the writer now stalls nobody.
-        let note = format!(
-            "[worker-runtime: {dropped} bytes of WebUI output dropped: the log reader was too slow]\n"
-        );
-        let _ = tx.send(note.into_bytes());
+        let _ = tx.send(dropped_note(dropped));
     }
 }
 
-fn send(tx: &SyncSender<Vec<u8>>, chunk: Vec<u8>, dropped: &mut u64) {
+fn dropped_note(dropped: u64) -> Chunk {
+    let note = format!(
+        "[worker-runtime: {dropped} bytes of WebUI output dropped: the log reader was too slow]\n"
+    );
+    (Sink::Stderr, note.into_bytes())
+}
+
+fn send(tx: &SyncSender<Chunk>, chunk: Chunk, dropped: &mut u64) {
+    let len = chunk.1.len() as u64;
     if *dropped > 0 {
-        let note = format!(
-            "[worker-runtime: {dropped} bytes of WebUI output dropped: the log reader was too slow]\n"
-        );
-        match tx.try_send(note.into_bytes()) {
+        match tx.try_send(dropped_note(*dropped)) {
             Ok(()) => *dropped = 0,
             Err(_) => {
-                *dropped += chunk.len() as u64;
+                *dropped += len;
                 return;
             }
         }
     }
-    let len = chunk.len() as u64;
     match tx.try_send(chunk) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => *dropped += len,
@@ -206,8 +254,8 @@ fn send(tx: &SyncSender<Vec<u8>>, chunk: Vec<u8>, dropped: &mut u64) {
     }
 }
 
-fn write_loop(rx: Receiver<Vec<u8>>, sink: Sink) {
-    for chunk in rx {
+fn write_loop(rx: Receiver<Chunk>) {
+    for (sink, chunk) in rx {
         // A closed log (EPIPE) is not the WebUI's problem: keep taking chunks so the reader
         // never blocks, and drop them.
         let _ = match sink {
@@ -388,16 +436,17 @@ mod tests {
 
     #[test]
     fn a_stalled_writer_drops_output_instead_of_blocking_the_reader() {
-        let (tx, rx) = sync_channel::<Vec<u8>>(2);
+        let (tx, rx) = sync_channel::<Chunk>(2);
         let mut dropped = 0;
         for _ in 0..5 {
-            send(&tx, vec![b'x'; 10], &mut dropped);
+            send(&tx, (Sink::Stdout, vec![b'x'; 10]), &mut dropped);
         }
         assert_eq!(dropped, 30);
         drop(rx.try_recv());
-        send(&tx, vec![b'y'; 10], &mut dropped);
-        let queued: Vec<Vec<u8>> = rx.try_iter().collect();
-        assert!(String::from_utf8_lossy(&queued[1]).contains("30 bytes of WebUI output dropped"));
+        send(&tx, (Sink::Stdout, vec![b'y'; 10]), &mut dropped);
+        let queued: Vec<Chunk> = rx.try_iter().collect();
+        assert_eq!(queued[1].0, Sink::Stderr);
+        assert!(String::from_utf8_lossy(&queued[1].1).contains("30 bytes of WebUI output dropped"));
     }
 
     #[test]
