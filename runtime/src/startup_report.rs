@@ -1,9 +1,10 @@
-//! The start-up report: when the worker is ready, one log line that is a JSON object, e.g.
+//! The start-up report: when the worker is ready, one log line that is a JSON object, e.g. from
+//! the real A1111 on a CPU:
 //!
 //! ```json
-//! {"event":"startup","ready":"warmup","total":24.1,"phases":{"gpu_check":0.39,"tcmalloc":0.002,
-//!  "webui_api":16.0,"model_load":3.1,"warmup":0.9,"handler_imports":1.7,"gate":17.2},
-//!  "webui":{"startup_time":15.4,"model_loaded_in":4.3}}
+//! {"event":"startup","ready":"warmup","total":46.992,"phases":{"gpu_check":null,
+//!  "tcmalloc":0.006,"webui_api":28.504,"model_load":10.985,"warmup":7.493,
+//!  "handler_imports":2.271,"gate":44.706},"webui":{"startup_time":28.0,"model_loaded_in":16.6}}
 //! ```
 //!
 //! Phases in seconds (null where a phase did not happen): `gpu_check` the CUDA check child;
