@@ -164,17 +164,26 @@ fn a_failing_warmup_stops_the_worker_with_its_own_status() {
 }
 
 #[test]
-fn a_model_load_longer_than_the_ready_timeout_ends_with_the_timeout_status() {
+fn a_model_load_longer_than_the_ready_timeout_logs_progress_then_ends_with_the_timeout_status() {
     let fixture = demo()
         .env("WEBUI_READY", "model")
-        .env("WEBUI_READY_TIMEOUT", "15")
+        .env("WEBUI_READY_TIMEOUT", "20")
         .env("DEMO_WEBUI_MODEL_LOAD_SECONDS", "120");
     let (code, lines) = fixture.run();
     assert_eq!(code, 82, "{}", text(&lines));
+    // Progress while the model loads (every 10 s).
+    assert!(
+        position(
+            &lines,
+            "waiting for the model to load (POST /sdapi/v1/reload-checkpoint)"
+        ) < position(&lines, "did not finish loading its checkpoint"),
+        "{}",
+        text(&lines)
+    );
     assert!(
         has_line(
             &lines,
-            "the WebUI did not finish loading its checkpoint within 15 s (WEBUI_READY_TIMEOUT)"
+            "the WebUI did not finish loading its checkpoint within 20 s (WEBUI_READY_TIMEOUT)"
         ),
         "{}",
         text(&lines)
