@@ -45,7 +45,10 @@ pub const MODEL_PATH: &str = "/sdapi/v1/reload-checkpoint";
 pub const WARMUP_PATH: &str = "/sdapi/v1/txt2img";
 
 /// The smallest generation A1111 does: one step at 64x64; nothing written to its outputs folder.
-pub const WARMUP_PAYLOAD: &str = r#"{"prompt": "warm-up", "negative_prompt": "", "seed": 1, "steps": 1, "width": 64, "height": 64, "batch_size": 1, "n_iter": 1, "cfg_scale": 7, "save_images": false, "send_images": true, "do_not_save_samples": true, "do_not_save_grid": true}"#;
+pub const WARMUP_PAYLOAD: &str = r#"{"prompt": "a photograph", "negative_prompt": "", "seed": 1, "steps": 1, "width": 64, "height": 64, "batch_size": 1, "n_iter": 1, "cfg_scale": 7, "save_images": false, "send_images": true, "do_not_save_samples": true, "do_not_save_grid": true}"#;
+/// The same with another seed and prompt: A1111's NaN check stops a generation in the UNet,
+/// before the VAE ever runs, so a warm-up that met NaNs tries once more.
+pub const WARMUP_RETRY_PAYLOAD: &str = r#"{"prompt": "a landscape", "negative_prompt": "", "seed": 2, "steps": 1, "width": 64, "height": 64, "batch_size": 1, "n_iter": 1, "cfg_scale": 7, "save_images": false, "send_images": true, "do_not_save_samples": true, "do_not_save_grid": true}"#;
 
 /// What "ready" means (`WEBUI_READY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -186,18 +189,31 @@ fn probe(target: &Target, stop: &AtomicBool, shared: &Shared) -> Option<Outcome>
         return Some(Outcome::Ready);
     }
     let stage_start = Instant::now();
-    let answer = long_request(
+    let mut result = long_request(
         target,
         stop,
         WARMUP_PATH,
         WARMUP_PAYLOAD,
         "the warm-up image",
-    )?;
-    match answer.warmup_image() {
+    )?
+    .warmup_image();
+    if result.as_ref().is_err_and(|r| r.contains("NansException")) {
+        tracing::info!("warm-up generation gave NaNs; once more with another seed");
+        result = long_request(
+            target,
+            stop,
+            WARMUP_PATH,
+            WARMUP_RETRY_PAYLOAD,
+            "the warm-up image",
+        )?
+        .warmup_image();
+    }
+    match result {
         Ok(()) => {}
         Err(reason) if reason.contains("NansException") => {
-            // A numeric accident of one seed, not a broken worker: jobs still run, and A1111
-            // names the same error for a real job when it happens there.
+            // A numeric accident of the seeds (or random test weights), not a broken worker:
+            // the model loaded and the UNet ran; jobs still run, and A1111 names the same error
+            // for a real job when it happens there.
             tracing::warn!("warm-up generation gave NaNs ({reason}); the model works: going on");
         }
         Err(reason) => return Some(Outcome::WarmupFailed(reason)),
@@ -429,6 +445,10 @@ mod tests {
 
     #[test]
     fn the_warmup_payload_asks_for_the_smallest_unsaved_generation() {
+        let retry: serde_json::Value =
+            serde_json::from_str(WARMUP_RETRY_PAYLOAD).expect("valid JSON");
+        assert_eq!(retry["steps"], 1);
+        assert_eq!(retry["save_images"], false);
         let v: serde_json::Value = serde_json::from_str(WARMUP_PAYLOAD).expect("valid JSON");
         assert_eq!(v["steps"], 1);
         assert_eq!(
