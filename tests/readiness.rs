@@ -164,6 +164,19 @@ fn a_failing_warmup_stops_the_worker_with_its_own_status() {
 }
 
 #[test]
+fn nans_at_warmup_are_tried_once_more_then_only_a_warning() {
+    // A1111's NaN check is about the numbers of one seed, not a broken worker.
+    let fixture = demo().env(
+        "DEMO_WEBUI_GENERATION_ERROR",
+        "NansException: A tensor with NaNs was produced in Unet.",
+    );
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 0, "{}", text(&lines));
+    assert!(position(&lines, "once more with another seed") < position(&lines, "gave NaNs ("));
+    assert_eq!(fixture.record("handler.gate").as_deref(), Some("ready"));
+}
+
+#[test]
 fn a_model_load_longer_than_the_ready_timeout_logs_progress_then_ends_with_the_timeout_status() {
     let fixture = demo()
         .env("WEBUI_READY", "model")
