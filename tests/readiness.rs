@@ -349,3 +349,23 @@ fn a_log_reader_that_stops_reading_does_not_stall_the_webui() {
         "{log}"
     );
 }
+
+#[test]
+fn health_endpoint_says_503_as_soon_as_the_webui_dies_while_serving() {
+    let health = support::free_port();
+    let fixture = Fixture::new();
+    let drained = fixture.dir.path().join("drained");
+    let fixture = fixture
+        .env("PORT_HEALTH", &health.to_string())
+        .env("FAKE_DIE_AFTER", "1")
+        .env("FAKE_HANDLER_SERVE", "1")
+        .env("FAKE_HANDLER_DRAIN_FILE", &drained.display().to_string());
+    let running = fixture.spawn();
+    assert!(running.wait_for_line("fake handler: serving"));
+    // The handler is being stopped and drains until the test lets it finish: already 503.
+    assert!(running.wait_for_line("the WebUI API died while the handler was serving"));
+    assert_eq!(ping(health), Some(503), "{}", text(&running.lines()));
+    std::fs::write(&drained, "").expect("let the handler finish");
+    let (code, lines) = running.wait();
+    assert_eq!(code, 83, "{}", text(&lines));
+}

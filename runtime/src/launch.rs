@@ -424,6 +424,7 @@ impl Lifecycle<'_> {
                     return self.shutdown(status.as_exit_code());
                 }
                 Event::Exited(Role::Webui, status) => {
+                    self.health_stopping();
                     error!("the WebUI API died while the handler was serving ({status}); stopping the handler");
                     self.supervisor
                         .stop(Role::Handler, self.config.shutdown_grace);
