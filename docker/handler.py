@@ -22,8 +22,9 @@ past the deadline, reports a CUDA or out-of-memory error, or fails a health chec
 RunPod then replaces the worker.
 
 Readiness: worker-runtime starts the handler at once (its imports overlap the WebUI's start-up)
-with WORKER_READY_FD=<n>, an inherited pipe. Right before serving, the handler reads one line from
-it: `ready` -> serve; end of file (the runtime closed the pipe unwritten: the WebUI failed to
+with WORKER_READY_FD=<n>, an inherited socket (or pipe). When its imports are done it writes
+`waiting` to it (worker-runtime's start-up report times the imports), then, right before serving,
+reads one line from it: `ready` -> serve; end of file (the runtime closed the pipe unwritten: the WebUI failed to
 start) -> log it and exit 1. Without WORKER_READY_FD (started by hand, or HANDLER_START=after-ready)
 it polls GET <WEBUI_API_URL>/sdapi/v1/sd-models itself until it answers 200.
 It logs `handler: serving` right before runpod takes over.
@@ -40,6 +41,10 @@ Environment:
   HANDLER_RESULT_DIR       if set, each job's result (what the handler returns, images included)
                            is also written to <dir>/<job id>.json; `cargo xtask run-local` reads
                            it, since runpod's local mode only prints the result.
+  RUNPOD_SKIP_GPU_CHECK, RUNPOD_SKIP_AUTO_SYSTEM_CHECKS
+                           runpod's deployed-mode fitness checks: the handler runs memory, disk
+                           and network before the gate and turns the GPU/torch ones off
+                           (runpod_checks_before_gate says why); "true" for the second skips all.
   RUNPOD_LOG_LEVEL         runpod's log level; the handler makes INFO the default (runpod's is
                            DEBUG, which prints every job's input and output).
 Logs and returned errors never carry image data or secrets: runpod's own log lines (which print
@@ -484,6 +489,11 @@ def wait_at_gate(fd_text):
     except ValueError:
         log(f"WORKER_READY_FD={fd_text!r} is not a file descriptor number")
         sys.exit(2)
+    try:
+        # Imports done: the start-up report times them (a socket gate; a plain pipe refuses it).
+        os.write(fd, b"waiting\n")
+    except OSError:
+        pass
     line = b""
     try:
         while b"\n" not in line:
@@ -538,8 +548,43 @@ def wait_for_webui():
         time.sleep(min(0.1, max(timeout - elapsed, 0.01)))
 
 
+def runpod_checks_before_gate():
+    """runpod's deployed-mode fitness checks, run now, while the WebUI starts, instead of
+    between the gate and the first job. Run: memory, disk, network (runpod's own functions and
+    failure path: report, log, exit 1). Off: the GPU test binary, CUDA version, CUDA init and
+    matmul through torch; worker-runtime's GPU check covers them, and the torch ones would leave
+    a CUDA context of 600+ MiB in this process. RUNPOD_SKIP_GPU_CHECK=false brings the GPU
+    binary back (run here too); RUNPOD_SKIP_AUTO_SYSTEM_CHECKS=true skips them all."""
+    if not os.environ.get("RUNPOD_WEBHOOK_GET_JOB"):
+        return  # runpod's local modes run no checks
+    from runpod.serverless.modules import rp_fitness, rp_system_fitness
+
+    skip_all = os.environ.get("RUNPOD_SKIP_AUTO_SYSTEM_CHECKS", "").lower() == "true"
+    # runpod registers its own set (with the torch checks) at the first run unless told not to.
+    os.environ["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] = "true"
+    os.environ.setdefault("RUNPOD_SKIP_GPU_CHECK", "true")
+    if not skip_all:
+        def _memory_check():
+            rp_system_fitness._check_memory_availability()
+
+        def _disk_check():
+            rp_system_fitness._check_disk_space()
+
+        async def _network_check():
+            await rp_system_fitness._check_network_connectivity()
+
+        for check in (_memory_check, _disk_check, _network_check):
+            rp_fitness.register_fitness_check(check)
+    started = time.monotonic()
+    asyncio.run(rp_fitness.run_fitness_checks())  # a failure exits here, with runpod's report
+    # Done: serverless.start() must not run them again after the gate.
+    rp_fitness._fitness_checks.clear()
+    log(f"runpod start-up checks done in {time.monotonic() - started:.2f}s, before the gate")
+
+
 def main():
     log(f"imports done in {time.monotonic() - _STARTED:.2f}s; WebUI API {webui_url()}")
+    runpod_checks_before_gate()
     try:
         gate = os.environ.get("WORKER_READY_FD")
         if gate:
@@ -548,6 +593,8 @@ def main():
             wait_for_webui()
     except KeyboardInterrupt:
         sys.exit(130)
+    if "torch" in sys.modules:
+        log("warning: torch is imported in the handler process; it must not touch CUDA here")
     log("serving")
     runpod.serverless.start({"handler": handler})
 

@@ -61,6 +61,8 @@ Environment knobs (all optional):
     DEMO_WEBUI_CONTROLNET          non-empty: serve the routes of the ControlNet extension
                                    (GET /controlnet/version, /controlnet/model_list, POST
                                    /controlnet/detect), as an installed extension would.
+    DEMO_WEBUI_STARTUP_TIME, DEMO_WEBUI_MODEL_LOADED_IN, DEMO_WEBUI_MODEL_LOAD_ERROR,
+    DEMO_WEBUI_GENERATION_ERROR    A1111's start-up figures and failures: see "Start-up knobs".
     COMMANDLINE_ARGS               appended to the command line, split like a shell (as A1111).
 
 Endpoints (under /sdapi/v1/): GET sd-models, samplers, schedulers, upscalers,
@@ -492,7 +494,9 @@ class ModelLoader:
         self.started = False
         self.done = threading.Event()
         self.error = None
+        self.error_kind = "RuntimeError"
         self.current = None
+        self.knobs = StartupKnobs({})
 
     def start_background(self):
         with self.lock:
@@ -510,13 +514,15 @@ class ModelLoader:
         else:
             print(f"Loading weights [{checkpoint.shorthash}] from {checkpoint.filename}", flush=True)
         time.sleep(self.seconds)
-        if self.fail:
+        if self.knobs.load_error:
+            self.knobs.fail_load(self)
+        elif self.fail:
             self.error = "demo-webui: model load failed (DEMO_WEBUI_FAIL_MODEL_LOAD is set)"
             print(f"loading stable diffusion model: RuntimeError\n{self.error}", flush=True)
         else:
             self.current = checkpoint
-            print(f"Model loaded in {time.monotonic() - started:.1f}s (demo: no weights read).",
-                  flush=True)
+            print(self.knobs.figure_line("Model loaded in", time.monotonic() - started,
+                                         "demo: no weights read"), flush=True)
         self.done.set()
 
     def wait(self):
@@ -524,12 +530,77 @@ class ModelLoader:
         self.start_background()
         self.done.wait()
         if self.error:
-            raise ApiError.internal("RuntimeError", self.error)
+            raise ApiError.internal(self.error_kind, self.error)
+        self.knobs.check_generation()
         return self.current
 
     def switch(self, checkpoint):
         print(f"Loading weights [{checkpoint.shorthash}] from {checkpoint.filename}", flush=True)
         self.current = checkpoint
+
+
+# --------------------------------------------------------------------------------------------
+# Start-up knobs (for the worker's readiness tests): A1111's own figures and failures.
+#   DEMO_WEBUI_STARTUP_TIME      the figure of "Startup time: 15.4s (...)." (default: measured)
+#   DEMO_WEBUI_MODEL_LOADED_IN   the figure of "Model loaded in 4.3s (...)." (default: measured)
+#   DEMO_WEBUI_MODEL_LOAD_ERROR  "module.Type: message": the model load fails with this exception,
+#       printed to stderr as A1111's errors.display does; txt2img/img2img answer 500 with it
+#       (A1111 retries the load there); reload-checkpoint waits for the load and answers A1111's
+#       500 for a missing model ("'NoneType' object has no attribute 'lowvram'").
+#   DEMO_WEBUI_GENERATION_ERROR  "Type: message": the model loads, every generation answers 500.
+# --------------------------------------------------------------------------------------------
+
+
+def _exception_knob(environ, name):
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return None
+    qualified, _, message = raw.partition(": ")
+    return qualified.strip(), message.strip()
+
+
+class StartupKnobs:
+    def __init__(self, environ):
+        self.environ = environ
+        self.load_error = _exception_knob(environ, "DEMO_WEBUI_MODEL_LOAD_ERROR")
+        self.generation_error = _exception_knob(environ, "DEMO_WEBUI_GENERATION_ERROR")
+
+    def figure_line(self, prefix, measured, breakdown):
+        # A1111's Timer.summary(): "<total>s (<category>: <s>, ...)".
+        knob = {"Startup time:": "DEMO_WEBUI_STARTUP_TIME",
+                "Model loaded in": "DEMO_WEBUI_MODEL_LOADED_IN"}[prefix]
+        raw = (self.environ.get(knob) or "").strip()
+        figure = float(raw) if raw else measured
+        return f"{prefix} {figure:.1f}s ({breakdown})."
+
+    def print_load_failure(self):
+        qualified, message = self.load_error
+        short = qualified.rsplit(".", 1)[-1]
+        print(f"loading stable diffusion model: {short}\n"
+              "Traceback (most recent call last):\n"
+              '  File "modules/sd_models.py", line 693, in get_sd_model\n'
+              "    load_model()\n"
+              f"{qualified}: {message}\n\n"
+              "Stable diffusion model failed to load", file=sys.stderr, flush=True)
+
+    def fail_load(self, loader):
+        qualified, message = self.load_error
+        loader.error_kind, loader.error = qualified.rsplit(".", 1)[-1], message
+        self.print_load_failure()
+
+    def check_generation(self):
+        if self.generation_error:
+            kind, message = self.generation_error
+            raise ApiError.internal(kind, message)
+
+    def reload_checkpoint(self, loader):
+        loader.start_background()
+        loader.done.wait()
+        if loader.error:
+            if self.load_error:
+                self.print_load_failure()  # A1111 loads again on access, and fails again
+            raise ApiError.internal("AttributeError", "'NoneType' object has no attribute 'lowvram'")
+        return {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -979,6 +1050,7 @@ class DemoWebUI:
             knob_seconds(environ, "DEMO_WEBUI_MODEL_LOAD_SECONDS"),
             bool(environ.get("DEMO_WEBUI_FAIL_MODEL_LOAD")),
         )
+        self.loader.knobs = StartupKnobs(environ)
         self.seconds_per_step = knob_seconds(environ, "DEMO_WEBUI_SECONDS_PER_STEP")
         self.state = State()
         # A1111 runs generation and model changes one at a time behind this lock.
@@ -1032,7 +1104,7 @@ class DemoWebUI:
             ("POST", "refresh-loras"): self.locked(self.library.refresh_loras),
             ("POST", "refresh-embeddings"): self.locked(self.library.refresh_embeddings),
             ("POST", "unload-checkpoint"): lambda q, b: {},
-            ("POST", "reload-checkpoint"): lambda q, b: {},
+            ("POST", "reload-checkpoint"): lambda q, b: self.loader.knobs.reload_checkpoint(self.loader),
         }
         # Routes of installed extensions, by full path.
         self.extension_routes = {}
@@ -1472,7 +1544,8 @@ def main(argv=None, environ=None):
     print(f"demo-webui: A1111 {VERSION} stand-in, arguments: {shlex.join(argv)}", flush=True)
 
     for knob in ("DEMO_WEBUI_STARTUP_DELAY", "DEMO_WEBUI_MODEL_LOAD_SECONDS",
-                 "DEMO_WEBUI_SECONDS_PER_STEP"):
+                 "DEMO_WEBUI_SECONDS_PER_STEP", "DEMO_WEBUI_STARTUP_TIME",
+                 "DEMO_WEBUI_MODEL_LOADED_IN"):
         knob_seconds(environ, knob)  # a bad value ends the process now, not mid-request
     time.sleep(knob_seconds(environ, "DEMO_WEBUI_STARTUP_DELAY"))
     exit_at_start = (environ.get("DEMO_WEBUI_EXIT_AT_START") or "").strip()
@@ -1505,7 +1578,8 @@ def main(argv=None, environ=None):
         signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     pid = os.getpid()
-    print(f"Startup time: {time.monotonic() - started:.1f}s (demo).", flush=True)
+    print(app.loader.knobs.figure_line("Startup time:", time.monotonic() - started, "demo"),
+          flush=True)
     print(f"INFO:     Started server process [{pid}]", flush=True)
     print("INFO:     Waiting for application startup.", flush=True)
     print("INFO:     Application startup complete.", flush=True)

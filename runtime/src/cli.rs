@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+pub use crate::readiness::ReadyMode;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "worker-runtime",
@@ -14,8 +16,8 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
     after_help = "Exit codes: the handler's own status (128+n if signal n killed it), or \
                   78 bad configuration, 81 WebUI exited before ready, 82 ready timeout, \
                   83 WebUI died while serving, 84 CUDA check failed (CUDA_CHECK=strict), \
-                  85 a process or the signal handling could not be set up. \
-                  An empty variable counts as unset."
+                  85 a process or the signal handling could not be set up, 86 the model did \
+                  not load, 87 the warm-up generation failed. An empty variable counts as unset."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -70,9 +72,18 @@ pub struct Config {
           default_missing_value = "1", global = true)]
     pub webui_allow_unknown_flags: Option<String>,
 
-    /// Seconds to wait for the WebUI API to answer 200 before giving up.
+    /// Seconds from the WebUI's start until ready (every WEBUI_READY stage) before giving up.
     #[arg(long, env = "WEBUI_READY_TIMEOUT", default_value = "600", value_parser = parse_seconds, global = true)]
     pub webui_ready_timeout: Duration,
+
+    /// What "ready" means: api (the API answers), model (the checkpoint is loaded), warmup (the
+    /// model is loaded and a 1-step 64x64 generation returned an image).
+    #[arg(long, env = "WEBUI_READY", value_enum, default_value_t = ReadyMode::Warmup, global = true)]
+    pub webui_ready: ReadyMode,
+
+    /// Serve GET /ping on 0.0.0.0:PORT_HEALTH (204 starting, 200 ready, 503 stopping) [default: no endpoint].
+    #[arg(long, env = "PORT_HEALTH", value_parser = parse_port, global = true)]
+    pub port_health: Option<u16>,
 
     /// The RunPod handler script, run in the foreground.
     #[arg(

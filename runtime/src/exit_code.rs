@@ -13,6 +13,10 @@ pub const WEBUI_DIED: u8 = 83;
 pub const CUDA_CHECK_FAILED: u8 = 84;
 /// The runtime could not start a process it needs (fork/exec failure after validation).
 pub const SPAWN_FAILED: u8 = 85;
+/// WEBUI_READY=model|warmup and the WebUI could not load its checkpoint (A1111's reason is logged).
+pub const MODEL_LOAD_FAILED: u8 = 86;
+/// WEBUI_READY=warmup, the model loaded, but the warm-up generation failed (reason logged).
+pub const WARMUP_FAILED: u8 = 87;
 
 /// The conventional status of a process killed by `signal`.
 pub fn from_signal(signal: i32) -> u8 {

@@ -3,12 +3,11 @@
 //! when the handler ends, the WebUI dies, or a stop signal arrives.
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use tracing::{error, info, warn};
@@ -16,15 +15,23 @@ use tracing::{error, info, warn};
 use crate::cli::{Config, CudaCheckMode, HandlerStart, WebuiDevice};
 use crate::cuda;
 use crate::exit_code;
+use crate::gate::{self, Gate};
+use crate::health::Health;
 use crate::interrupt;
 use crate::logging;
-use crate::readiness;
+use crate::readiness::{self, Outcome, ReadyMode};
 use crate::signals;
+use crate::startup_report;
 use crate::supervisor::{Event, Role, Supervisor, Waited};
 use crate::tcmalloc::TcmallocStatus;
 use crate::webui_flags::{self, Conditions};
+use crate::webui_log::{self, Sink, WebuiLog};
 
 const BANNER: &str = "==============================================";
+
+/// How long the exit waits for the WebUI's last output to be written (a stalled log reader
+/// must not hold the exit).
+const RELAY_DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// Names the inherited pipe of the readiness gate in the handler's environment.
 pub const READY_FD_ENV: &str = "WORKER_READY_FD";
@@ -218,24 +225,65 @@ pub fn run(config: &Config, tcmalloc: TcmallocStatus) -> ExitCode {
             return ExitCode::from(exit_code::BAD_CONFIG);
         }
     };
+    let health = match start_health(config) {
+        Ok(health) => health,
+        Err(message) => {
+            error!("{message}");
+            return ExitCode::from(exit_code::BAD_CONFIG);
+        }
+    };
     let code = Lifecycle {
         config,
         plan,
         supervisor: &mut supervisor,
+        health,
+        log: Arc::new(WebuiLog::default()),
+        timeline: Timeline::default(),
     }
     .run(tcmalloc);
     info!("worker-runtime exits with status {code}");
     ExitCode::from(code)
 }
 
+/// The health endpoint, when PORT_HEALTH asks for one.
+fn start_health(config: &Config) -> Result<Option<Health>, String> {
+    let Some(port) = config.port_health else {
+        return Ok(None);
+    };
+    if port == config.webui_port {
+        return Err(format!(
+            "PORT_HEALTH={port} is also WEBUI_PORT: the health endpoint needs a port of its own"
+        ));
+    }
+    let health = Health::serve(port).map_err(|e| {
+        format!("PORT_HEALTH={port}: cannot listen on 0.0.0.0:{port} ({e}); choose a free port")
+    })?;
+    info!("health endpoint: GET /ping on 0.0.0.0:{port} (204 starting, 200 ready, 503 stopping)");
+    Ok(Some(health))
+}
+
+/// Moments the start-up report needs, as the launch sequence passes them.
+#[derive(Default)]
+struct Timeline {
+    gpu_check: Option<Duration>,
+    webui_spawned: Option<Instant>,
+    handler_spawned: Option<Instant>,
+    /// The gate's watcher, which may still hold the start-up report at exit.
+    gate_watch: Option<gate::Watch>,
+}
+
 struct Lifecycle<'a> {
     config: &'a Config,
     plan: Plan,
     supervisor: &'a mut Supervisor,
+    health: Option<Health>,
+    log: Arc<WebuiLog>,
+    timeline: Timeline,
 }
 
 impl Lifecycle<'_> {
     fn run(&mut self, tcmalloc: TcmallocStatus) -> u8 {
+        let check_started = Instant::now();
         let verdict = if runs_gpu_check(self.config) {
             match cuda::launch_step_supervised(
                 self.config.cuda_check,
@@ -249,6 +297,9 @@ impl Lifecycle<'_> {
         } else {
             None
         };
+        if verdict.is_some() {
+            self.timeline.gpu_check = Some(check_started.elapsed());
+        }
         let conditions = conditions(verdict.as_ref());
         if let Some(verdict) = verdict {
             if verdict.code >= 2 && self.config.cuda_check == CudaCheckMode::Strict {
@@ -285,7 +336,17 @@ impl Lifecycle<'_> {
             .current_dir(&self.plan.webui_dir)
             .env("PYTHONUNBUFFERED", "true");
         remove_worker_secrets(&mut webui);
-        let webui_pid = match self.supervisor.spawn(Role::Webui, &mut webui, None) {
+        let relay = match self.relay_output(&mut webui) {
+            Ok(relay) => relay,
+            Err(e) => {
+                error!("cannot set up the WebUI's output relay: {e}");
+                return exit_code::SPAWN_FAILED;
+            }
+        };
+        let spawned = self.supervisor.spawn(Role::Webui, &mut webui, None);
+        // The command holds the pipes' write ends: only the WebUI may keep them open.
+        drop(webui);
+        let webui_pid = match spawned {
             Ok(pid) => {
                 info!("WebUI API started with PID: {pid}");
                 pid
@@ -298,16 +359,30 @@ impl Lifecycle<'_> {
                 return exit_code::SPAWN_FAILED;
             }
         };
+        self.timeline.webui_spawned = Some(started);
+        if let Err(e) = webui_log::relay(relay.into(), Arc::clone(&self.log)) {
+            warn!("cannot relay the WebUI's output ({e}); its output is lost");
+        }
 
         // Dropping the probe when supervision ends stops its thread.
-        let _probe = match self.start_probe(started, webui_pid) {
+        let probe = match self.start_probe(started, webui_pid) {
             Ok(probe) => probe,
             Err(e) => {
                 error!("cannot start the readiness probe: {e}");
                 return self.shutdown(exit_code::SPAWN_FAILED);
             }
         };
-        self.supervise(started)
+        self.supervise(started, &probe)
+    }
+
+    /// Pipes for the WebUI's stdout and stderr; returns their read ends for the relay.
+    fn relay_output(&self, webui: &mut Command) -> std::io::Result<[(OwnedFd, Sink); 2]> {
+        let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        webui
+            .stdout(Stdio::from(out_write))
+            .stderr(Stdio::from(err_write));
+        Ok([(out_read, Sink::Stdout), (err_read, Sink::Stderr)])
     }
 
     fn start_probe(
@@ -317,14 +392,21 @@ impl Lifecycle<'_> {
     ) -> std::io::Result<readiness::Probe> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         self.supervisor.watch_ready(read);
-        let owner = readiness::Owner {
-            port: self.config.webui_port,
-            pid: webui,
+        let target = readiness::Target {
+            base_url: self.plan.api_url.clone(),
+            mode: self.config.webui_ready,
+            started,
+            deadline: started + self.config.webui_ready_timeout,
+            log: Arc::clone(&self.log),
+            owner: readiness::Owner {
+                port: self.config.webui_port,
+                pid: webui,
+            },
         };
-        readiness::spawn(self.plan.api_url.clone(), write, started, owner)
+        readiness::spawn(target, write)
     }
 
-    fn supervise(&mut self, started: Instant) -> u8 {
+    fn supervise(&mut self, started: Instant, probe: &readiness::Probe) -> u8 {
         let mut gate = match self.config.handler_start {
             HandlerStart::Gate => match self.start_handler(true) {
                 Ok(gate) => gate,
@@ -338,16 +420,36 @@ impl Lifecycle<'_> {
         // Starting: the WebUI boots; the handler (if started) waits at the gate.
         loop {
             match self.supervisor.next(Some(ready_deadline)) {
-                Event::Ready => break,
+                Event::Ready => match probe.outcome() {
+                    Outcome::Ready | Outcome::Pending => break,
+                    Outcome::ModelFailed(reason) => {
+                        error!("the WebUI could not load its checkpoint: {reason}; stopping before any job (WEBUI_READY={})", self.config.webui_ready.name());
+                        return self.fail_before_ready(gate, exit_code::MODEL_LOAD_FAILED, true);
+                    }
+                    Outcome::WarmupFailed(reason) => {
+                        error!("the warm-up generation failed: {reason}; stopping before any job (WEBUI_READY=warmup)");
+                        return self.fail_before_ready(gate, exit_code::WARMUP_FAILED, true);
+                    }
+                },
                 Event::Deadline => {
+                    let waiting_for = match (self.config.webui_ready, probe.milestones()) {
+                        (_, m) if m.api.is_none() => {
+                            format!("the WebUI API did not answer 200 at {url}")
+                        }
+                        (ReadyMode::Warmup, m) if m.model.is_some() => {
+                            "the warm-up generation did not finish".to_string()
+                        }
+                        _ => "the WebUI did not finish loading its checkpoint".to_string(),
+                    };
                     error!(
-                    "the WebUI API did not answer 200 at {url} within {:.0} s (WEBUI_READY_TIMEOUT); \
-                     stopping",
-                    self.config.webui_ready_timeout.as_secs_f64()
-                );
+                        "{waiting_for} within {:.0} s (WEBUI_READY_TIMEOUT); stopping",
+                        self.config.webui_ready_timeout.as_secs_f64()
+                    );
                     return self.fail_before_ready(gate, exit_code::READY_TIMEOUT, true);
                 }
                 Event::Exited(Role::Webui, status) => {
+                    // Its last lines first: the message below points at them.
+                    self.log.wait_drained(RELAY_DRAIN_LIMIT);
                     error!(
                     "the WebUI exited before its API was ready ({status}, after {:.1} s); see its \
                      output above",
@@ -375,10 +477,16 @@ impl Lifecycle<'_> {
                 Event::Exited(Role::GpuCheck, _) => {}
             }
         }
+        let ready = Instant::now();
         info!(
-            "WebUI API ready in {:.2} s ({url} answered 200)",
-            started.elapsed().as_secs_f64()
+            "WebUI API ready in {:.2} s (WEBUI_READY={})",
+            started.elapsed().as_secs_f64(),
+            self.config.webui_ready.name()
         );
+        if let Some(health) = &self.health {
+            health.ready();
+        }
+        self.report(probe, ready, gate.as_ref());
         match gate.take() {
             Some(gate) => open_gate(gate),
             None => {
@@ -397,10 +505,14 @@ impl Lifecycle<'_> {
                     return self.shutdown(status.as_exit_code());
                 }
                 Event::Exited(Role::Webui, status) => {
+                    self.health_stopping();
                     error!("the WebUI API died while the handler was serving ({status}); stopping the handler");
                     return self.shutdown(exit_code::WEBUI_DIED);
                 }
-                Event::Stop(signal) | Event::Again(signal) => return self.drain(signal),
+                Event::Stop(signal) | Event::Again(signal) => {
+                    self.health_stopping();
+                    return self.drain(signal);
+                }
                 Event::Exited(Role::GpuCheck, _) | Event::Ready | Event::Deadline => {}
             }
         }
@@ -453,6 +565,7 @@ impl Lifecycle<'_> {
                 self.log_handler_exit();
                 info!("RunPod handler exited, stopping WebUI API...");
                 self.supervisor.terminate(kill_deadline, grace, None);
+                self.finish_logs();
                 info!("Shutdown complete.");
                 return self.handler_code(signal);
             }
@@ -461,6 +574,7 @@ impl Lifecycle<'_> {
         self.supervisor
             .terminate(kill_deadline, grace, Some(Role::Handler));
         self.log_handler_exit();
+        self.finish_logs();
         info!("Shutdown complete.");
         self.handler_code(signal)
     }
@@ -509,22 +623,24 @@ impl Lifecycle<'_> {
             .map_or(exit_code::from_signal(signal as i32), |s| s.as_exit_code())
     }
 
-    /// Starts the handler; with `gated`, returns the gate's write end.
-    fn start_handler(&mut self, gated: bool) -> Result<Option<File>, u8> {
+    /// Starts the handler; with `gated`, returns the runtime's end of the gate.
+    fn start_handler(&mut self, gated: bool) -> Result<Option<Gate>, u8> {
         info!("{BANNER}");
         info!("STARTING RUNPOD HANDLER");
         info!("{BANNER}");
         let mut command = self.plan.handler_command();
-        let mut gate_pipe: Option<(OwnedFd, OwnedFd)> = None;
+        let mut gate_pipe: Option<(OwnedFd, Gate)> = None;
         if gated {
-            let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| {
+            let (gate, theirs) = gate::pair().map_err(|e| {
                 error!("cannot create the readiness gate: {e}");
                 exit_code::SPAWN_FAILED
             })?;
-            command.env(READY_FD_ENV, read.as_raw_fd().to_string());
-            gate_pipe = Some((read, write));
+            command.env(READY_FD_ENV, theirs.as_raw_fd().to_string());
+            self.timeline.gate_watch = Some(gate.watch());
+            gate_pipe = Some((theirs, gate));
         }
-        let inherit = gate_pipe.as_ref().map(|(read, _)| read.as_raw_fd());
+        let inherit = gate_pipe.as_ref().map(|(theirs, _)| theirs.as_raw_fd());
+        self.timeline.handler_spawned = Some(Instant::now());
         match self.supervisor.spawn(Role::Handler, &mut command, inherit) {
             Ok(pid) if gated => {
                 info!("RunPod handler started with PID: {pid}, waiting at the readiness gate")
@@ -538,8 +654,46 @@ impl Lifecycle<'_> {
                 return Err(exit_code::SPAWN_FAILED);
             }
         }
-        // The read end now lives in the handler only, so closing the write end means EOF there.
-        Ok(gate_pipe.map(|(_, write)| File::from(write)))
+        // The handler's end now lives in the handler only, so closing ours means EOF there.
+        Ok(gate_pipe.map(|(_, gate)| gate))
+    }
+
+    /// The start-up report line, once ready, or once the handler reaches the gate if it is
+    /// still importing then (its imports are then what the worker waits for).
+    fn report(&self, probe: &readiness::Probe, ready: Instant, gate: Option<&Gate>) {
+        let t = &self.timeline;
+        let mut report = startup_report::Report {
+            mode: self.config.webui_ready,
+            gpu_check: t.gpu_check,
+            webui_spawned: t.webui_spawned.unwrap_or(ready),
+            milestones: probe.milestones(),
+            handler_spawned: t.handler_spawned,
+            handler_at_gate: None,
+            ready,
+            webui: self.log.facts(),
+        };
+        match gate {
+            Some(gate) => gate.when_arrived(move |at| {
+                report.handler_at_gate = at;
+                report.log();
+            }),
+            None => report.log(),
+        }
+    }
+
+    /// The WebUI's last lines may still be on their way through the relay, and the start-up
+    /// report may still wait for the handler's word from the gate.
+    fn finish_logs(&self) {
+        self.log.wait_drained(RELAY_DRAIN_LIMIT);
+        if let Some(watch) = &self.timeline.gate_watch {
+            watch.finish(RELAY_DRAIN_LIMIT);
+        }
+    }
+
+    fn health_stopping(&self) {
+        if let Some(health) = &self.health {
+            health.stopping();
+        }
     }
 
     /// Closing the gate unwritten tells a waiting handler to exit; on a failure it gets the
@@ -547,7 +701,8 @@ impl Lifecycle<'_> {
     /// cut its own report short), SIGKILL at the deadline. A stop signal does not wait: the
     /// user asked to stop now. Either way one deadline, SHUTDOWN_GRACE from now, ends
     /// everything.
-    fn fail_before_ready(&mut self, gate: Option<File>, code: u8, wait_for_exit: bool) -> u8 {
+    fn fail_before_ready(&mut self, gate: Option<Gate>, code: u8, wait_for_exit: bool) -> u8 {
+        self.health_stopping();
         let gated = gate.is_some();
         drop(gate);
         let now = Instant::now();
@@ -560,9 +715,11 @@ impl Lifecycle<'_> {
 
     /// Everything still running gets SIGTERM now and SIGKILL at SHUTDOWN_GRACE from now.
     fn shutdown(&mut self, code: u8) -> u8 {
+        self.health_stopping();
         let grace = self.config.shutdown_grace;
         self.supervisor
             .terminate(Instant::now() + grace, grace, None);
+        self.finish_logs();
         info!("Shutdown complete.");
         code
     }
@@ -594,10 +751,10 @@ impl Lifecycle<'_> {
 }
 
 /// The handler reads this line right before it starts serving.
-fn open_gate(mut gate: File) {
-    // Logged first: once the line is written the handler runs, and its own output must follow.
+fn open_gate(gate: Gate) {
+    // Said first: once `ready` is written, the handler's own lines race this one.
     info!("readiness gate opened: the handler starts serving");
-    if let Err(e) = gate.write_all(b"ready\n") {
+    if let Err(e) = gate.open() {
         // The handler is gone; its exit is the next event.
         warn!("could not open the readiness gate ({e})");
     }

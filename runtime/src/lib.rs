@@ -4,6 +4,8 @@
 pub mod cli;
 pub mod cuda;
 pub mod exit_code;
+pub mod gate;
+pub mod health;
 pub mod interrupt;
 pub mod launch;
 pub mod listener;
@@ -12,7 +14,9 @@ pub mod process_tree;
 pub mod readiness;
 pub mod shlex;
 pub mod signals;
+pub mod startup_report;
 pub mod supervisor;
 pub mod tcmalloc;
 pub mod webui_extensions;
 pub mod webui_flags;
+pub mod webui_log;

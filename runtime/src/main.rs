@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
-use runtime::{cli, cuda, launch, logging, tcmalloc};
+use runtime::{cli, cuda, launch, logging, startup_report, tcmalloc};
 
 fn main() -> ExitCode {
+    startup_report::note_process_start();
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(code) => return code,

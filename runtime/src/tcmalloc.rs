@@ -75,11 +75,16 @@ pub fn preload_and_reexec(config: &Config) -> TcmallocStatus {
         }
     };
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let error = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .args(args)
         .env("LD_PRELOAD", extend_preload(&existing, &library))
-        .env(REEXEC_MARKER, &library)
-        .exec();
+        .env(REEXEC_MARKER, &library);
+    // The start-up report counts the re-exec as a phase of its own.
+    if let Some(clock) = crate::startup_report::clock_for_reexec() {
+        command.env(crate::startup_report::START_CLOCK_ENV, clock);
+    }
+    let error = command.exec();
     TcmallocStatus::ReexecFailed(error.to_string())
 }
 

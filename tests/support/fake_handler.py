@@ -59,6 +59,8 @@ if env("FAKE_HANDLER_CRASH_AT_IMPORT"):
 
 gate = env("WORKER_READY_FD")
 if gate:
+    # The gate protocol's optional half: imports done, waiting.
+    os.write(int(gate), b"waiting\n")
     with os.fdopen(int(gate)) as pipe:
         line = pipe.readline().strip()
     record("handler.gate", line or "eof")
@@ -110,6 +112,8 @@ if env("FAKE_HANDLER_SERVE"):
     while not stop:
         time.sleep(0.02)
     time.sleep(0.2)  # the job in flight finishes
+    while env("FAKE_HANDLER_DRAIN_FILE") and not os.path.exists(env("FAKE_HANDLER_DRAIN_FILE")):
+        time.sleep(0.02)
     sys.exit(int(env("FAKE_HANDLER_DRAIN_EXIT", "0")))
 if env("FAKE_HANDLER_SIGNAL"):
     os.kill(os.getpid(), int(env("FAKE_HANDLER_SIGNAL")))

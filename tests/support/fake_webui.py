@@ -69,6 +69,15 @@ if env("FAKE_READ_STDIN"):
     record("webui.stdin_read", "eof" if sys.stdin.read() == "" else "data")
 
 time.sleep(float(env("FAKE_DELAY", "0.2")))
+if env("FAKE_LOG_BYTES"):
+    # A chatty start-up, for a log reader that does not keep up.
+    line = "x" * 99 + "\n"
+    for _ in range(int(env("FAKE_LOG_BYTES")) // len(line)):
+        sys.stdout.write(line)
+    sys.stdout.flush()
+    record("webui.logged", "yes")
+while env("FAKE_WAIT_FOR_FILE") and not os.path.exists(env("FAKE_WAIT_FOR_FILE")):
+    time.sleep(0.02)
 
 mode = env("FAKE_MODE", "serve")
 if mode == "crash":

@@ -61,6 +61,8 @@ impl Fixture {
             ("CUDA_CHECK".into(), "off".into()),
             ("SHUTDOWN_GRACE".into(), "3".into()),
             ("WEBUI_READY_TIMEOUT".into(), "30".into()),
+            // The fake WebUI has no model: readiness is its API answering.
+            ("WEBUI_READY".into(), "api".into()),
             ("MODEL_PATH".into(), path("model.safetensors")),
             ("CKPT_DIR".into(), path("volume/checkpoints")),
             ("LORA_DIR".into(), path("volume/loras")),
@@ -93,6 +95,7 @@ impl Fixture {
             "HANDLER_ARGS",
             "HANDLER_START",
             "WORKER_RUNTIME_TCMALLOC",
+            "PORT_HEALTH",
         ] {
             command.env_remove(key);
         }

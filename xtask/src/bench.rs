@@ -72,6 +72,10 @@ pub struct BenchArgs {
     pub runtime_bin: Option<PathBuf>,
 }
 
+/// How long the demo's model load takes in the warm-up scenario (A1111's background load, which
+/// runs after its API is up; 3-4 s on an H200).
+const MODEL_LOAD: Duration = Duration::from_secs(1);
+
 /// The settings of one bench, defaults filled in.
 struct Params {
     runs: usize,
@@ -112,17 +116,19 @@ impl Params {
     }
 }
 
-const SCENARIOS: [Scenario; 4] = [
+const SCENARIOS: [Scenario; 5] = [
     Scenario::Normal,
     Scenario::IgnoresSigterm,
     Scenario::CrashAtStart,
     Scenario::NoTcmalloc,
+    Scenario::Warmup,
 ];
 
 /// Which launchers run a scenario: the NO_TCMALLOC diagnostic is worker-runtime's alone (bash
-/// never loads tcmalloc into itself, only into its children).
+/// never loads tcmalloc into itself, only into its children), and so is the warm-up (start.sh
+/// has no notion of a model).
 fn runs_scenario(launcher: Launcher, scenario: Scenario) -> bool {
-    scenario != Scenario::NoTcmalloc || launcher == Launcher::Runtime
+    !matches!(scenario, Scenario::NoTcmalloc | Scenario::Warmup) || launcher == Launcher::Runtime
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -169,6 +175,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         python: python.clone(),
         work_dir: work.path().to_path_buf(),
         webui_delay: params.webui_delay,
+        model_load: MODEL_LOAD,
         grace: params.grace,
         cap: params.cap,
     };
@@ -274,10 +281,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         webui_delay: params.webui_delay,
         grace: params.grace,
         cap: params.cap,
+        model_load: MODEL_LOAD,
         warm_up,
     };
     let rows = report::rows(&trials, &ctx);
     println!("\n{}", report::console(&rows));
+    let startup = report::startup_table(&trials);
+    println!("{startup}");
     println!(
         "bench: {} runs in {:.0} s",
         trials.len() + if warm_up { 2 } else { 0 },
@@ -296,6 +306,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         &ctx,
         &report::findings(&trials, &ctx),
         &report::crash_note(&trials),
+        &startup,
         existing.as_deref(),
     );
     std::fs::write(&page_path, page)
@@ -361,6 +372,15 @@ fn check(trial: &Trial, setup: &Setup) -> Result<()> {
         (Scenario::Normal | Scenario::NoTcmalloc, _, _) => {
             Some("the launcher did not exit with status 0")
         }
+        (Scenario::Warmup, _, Outcome::Exited(0)) => {
+            let phases = m.startup_report.as_ref().map(|r| &r["phases"]);
+            if phases.is_none_or(|p| p["model_load"].is_null() || p["warmup"].is_null()) {
+                Some("the start-up report, with its model and warm-up phases, is missing")
+            } else {
+                None
+            }
+        }
+        (Scenario::Warmup, _, _) => Some("worker-runtime did not exit with status 0"),
         (Scenario::IgnoresSigterm, Launcher::Runtime, Outcome::Exited(0)) => {
             let took = m
                 .launcher_exit

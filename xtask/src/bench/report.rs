@@ -27,6 +27,7 @@ pub struct Context {
     pub webui_delay: Duration,
     pub grace: Duration,
     pub cap: Duration,
+    pub model_load: Duration,
     pub warm_up: bool,
 }
 
@@ -373,6 +374,65 @@ fn median(
     Summary::of(&samples(trials, launcher, scenario, value)).map(|s| s.median)
 }
 
+/// worker-runtime's own start-up report (its JSON line), phase by phase: median (min–max) over
+/// the normal runs (WEBUI_READY=api, as start.sh) and the warm-up runs (the default).
+pub fn startup_table(trials: &[Trial]) -> String {
+    let rows: [(&str, &str, &str); 10] = [
+        ("total: launch → ready", "total", ""),
+        ("GPU check (`CUDA_CHECK=off` here)", "phases", "gpu_check"),
+        ("tcmalloc re-exec", "phases", "tcmalloc"),
+        ("WebUI start → API answers", "phases", "webui_api"),
+        ("API → model loaded", "phases", "model_load"),
+        ("model → warm-up image", "phases", "warmup"),
+        (
+            "handler start → at the gate (its imports)",
+            "phases",
+            "handler_imports",
+        ),
+        ("handler waits at the gate", "phases", "gate"),
+        ("the WebUI's own \"Startup time\"", "webui", "startup_time"),
+        (
+            "the WebUI's own \"Model loaded in\"",
+            "webui",
+            "model_loaded_in",
+        ),
+    ];
+    let mut out = String::from(
+        "| Phase (ms) | `WEBUI_READY=api` (normal runs) | `WEBUI_READY=warmup` |\n|---|---|---|\n",
+    );
+    for (label, group, key) in rows {
+        let value = |t: &Trial| -> Option<f64> {
+            let report = t.marks.startup_report.as_ref()?;
+            let v = if key.is_empty() {
+                &report[group]
+            } else {
+                &report[group][key]
+            };
+            v.as_f64().map(|s| s * 1000.0)
+        };
+        let show = |scenario: Scenario| {
+            Summary::of(&samples(trials, Launcher::Runtime, scenario, value)).map_or_else(
+                || "–".to_string(),
+                |s| {
+                    format!(
+                        "{} ({}–{})",
+                        stats::ms(s.median),
+                        stats::ms(s.min),
+                        stats::ms(s.max)
+                    )
+                },
+            )
+        };
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {} |",
+            show(Scenario::Normal),
+            show(Scenario::Warmup)
+        );
+    }
+    out
+}
+
 /// What the figures say, in sentences built from them (so they stay true when regenerated).
 pub fn findings(trials: &[Trial], ctx: &Context) -> Vec<String> {
     use Launcher::{Reference, Runtime};
@@ -503,6 +563,7 @@ pub fn page(
     ctx: &Context,
     findings: &[String],
     crash_note: &str,
+    startup: &str,
     existing: Option<&str>,
 ) -> String {
     let mut out = String::new();
@@ -534,6 +595,14 @@ runs the reference does not end by itself; the bench stops them after the cap. T
 different threads of the bench can come out of order by a millisecond or so on this machine: a
 value that close to 0, of either sign, means \"at once\".
 
+## worker-runtime's start-up report
+
+The JSON line worker-runtime writes when ready (README, \"Start-up report\"), phase by phase, in
+the normal runs and in runs with its default readiness (`WEBUI_READY=warmup`: the demo's model
+loads in the background for {model_load:.1} s after its API is up, as A1111's does, then one
+1-step 64x64 image). The WebUI's own figures are the demo's imitation of A1111's lines.
+
+{startup}
 ## Findings
 
 {findings}
@@ -554,7 +623,9 @@ moments around readiness and teardown magnified.
   handler's imports overlap the WebUI's start-up, as in those workers; a loop in start.sh would add
   the imports (about 1 s here) to the reference's overhead.
 - **worker-runtime** is `cargo build --release -p runtime`, default settings (handler started at
-  once behind the readiness gate), `CUDA_CHECK=off` (no GPU here), `SHUTDOWN_GRACE={grace}`.
+  once behind the readiness gate), `CUDA_CHECK=off` (no GPU here), `SHUTDOWN_GRACE={grace}`, and
+  `WEBUI_READY=api`: start.sh waits for the API only, so both are held to the same readiness (the
+  default, `warmup`, has its own scenario and table).
 - **Same conditions**: the same interpreter (.venv's Python) for the WebUI and the handler, a fresh
   free loopback port per run, the same empty model folders in a temp dir, a clean environment,
   tcmalloc preloaded by both (start.sh always does; worker-runtime does unless `NO_TCMALLOC`). The
@@ -604,6 +675,8 @@ moments around readiness and teardown magnified.
         grace = ctx.grace.as_secs_f64(),
         cap = ctx.cap.as_secs_f64(),
         crash_note = crash_note,
+        startup = startup,
+        model_load = ctx.model_load.as_secs_f64(),
         warm_up = if ctx.warm_up {
             " One untimed run of each launcher comes first (page cache, Python bytecode)."
         } else {

@@ -43,6 +43,10 @@ pub enum Scenario {
     /// As Normal, with NO_TCMALLOC=1 (worker-runtime only): how much of worker-runtime's own
     /// memory is the tcmalloc it preloads into itself when it re-execs.
     NoTcmalloc,
+    /// worker-runtime only, with its default readiness (WEBUI_READY=warmup) and the demo's model
+    /// loading in the background after the API is up, as A1111 does: every phase of the start-up
+    /// report.
+    Warmup,
 }
 
 impl Scenario {
@@ -52,6 +56,7 @@ impl Scenario {
             Scenario::IgnoresSigterm => "WebUI ignores SIGTERM",
             Scenario::CrashAtStart => "WebUI crashes at start",
             Scenario::NoTcmalloc => "NO_TCMALLOC=1",
+            Scenario::Warmup => "WEBUI_READY=warmup",
         }
     }
 }
@@ -67,6 +72,8 @@ pub struct Setup {
     /// The runs' working directory: test_input.json (the job) and the model folders.
     pub work_dir: PathBuf,
     pub webui_delay: Duration,
+    /// The demo's background model load in the warm-up scenario.
+    pub model_load: Duration,
     pub grace: Duration,
     /// How long a run that never ends on its own is left going (after the crash, or after the
     /// handler's exit) before the bench stops it.
@@ -101,6 +108,8 @@ pub struct Marks {
     pub shutdown_logged: Option<Duration>,
     /// The launcher process ended (its wait returned).
     pub launcher_exit: Option<Duration>,
+    /// worker-runtime's start-up report: the line that is a JSON object with "event": "startup".
+    pub startup_report: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,7 +285,9 @@ fn command(setup: &Setup, launcher: Launcher, scenario: Scenario, port: u16) -> 
                 .env("HANDLER_PATH", &setup.handler)
                 .env("HANDLER_ARGS", "")
                 .env("SHUTDOWN_GRACE", format!("{}", setup.grace.as_secs_f64()))
-                .env("RUST_LOG", "info");
+                .env("RUST_LOG", "info")
+                // start.sh waits for the API only: the comparison holds worker-runtime to the same.
+                .env("WEBUI_READY", "api");
         }
     }
     match scenario {
@@ -289,6 +300,12 @@ fn command(setup: &Setup, launcher: Launcher, scenario: Scenario, port: u16) -> 
         }
         Scenario::CrashAtStart => {
             command.env("DEMO_WEBUI_EXIT_AT_START", "1");
+        }
+        Scenario::Warmup => {
+            command.env("WEBUI_READY", "warmup").env(
+                "DEMO_WEBUI_MODEL_LOAD_SECONDS",
+                format!("{}", setup.model_load.as_secs_f64()),
+            );
         }
     }
     command
@@ -491,6 +508,9 @@ impl<'a> Observer<'a> {
             first(&mut self.marks.noticed_crash);
         } else if line.contains("Shutdown complete.") {
             first(&mut self.marks.shutdown_logged);
+        } else if line.starts_with("{\"event\":\"startup\"") && self.marks.startup_report.is_none()
+        {
+            self.marks.startup_report = serde_json::from_str(&line).ok();
         }
         self.log.push((at, line));
     }
@@ -554,7 +574,7 @@ impl<'a> Observer<'a> {
             return false;
         }
         let from = match self.scenario {
-            Scenario::Normal | Scenario::NoTcmalloc => return false,
+            Scenario::Normal | Scenario::NoTcmalloc | Scenario::Warmup => return false,
             Scenario::IgnoresSigterm => self.marks.handler_exit,
             Scenario::CrashAtStart => self.marks.webui_exit,
         };

@@ -1,0 +1,94 @@
+"""The first job after readiness on a GPU, with WEBUI_READY=api against WEBUI_READY=warmup.
+
+Starts worker-runtime (which starts the real A1111 and a handler that only waits at the
+readiness gate), and the moment the gate opens sends a 512x512 20-step txt2img straight to the
+WebUI, then a second one (warm), then stops the worker. Prints one JSON object per run: the
+start-up report worker-runtime logged, the gate time, both job times, the WebUI's own figures.
+
+usage: python3 first_job.py WORKER_RUNTIME IDLE_HANDLER ROUNDS   (settings in the environment)
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+JOB = {"prompt": "a lighthouse on a cliff at dawn", "seed": 7, "steps": 20, "width": 512,
+       "height": 512, "sampler_name": "Euler a", "send_images": True, "save_images": False}
+
+
+def post(url, body, timeout=300):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        return answer.status, json.loads(answer.read())
+
+
+def one_run(runtime, handler, mode, port):
+    env = dict(os.environ, WEBUI_READY=mode, WEBUI_PORT=str(port), HANDLER_PATH=handler,
+               HANDLER_PYTHON=sys.executable, PYTHONUNBUFFERED="1")
+    launched = time.monotonic()
+    proc = subprocess.Popen([runtime], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)
+    lines, gate = [], threading.Event()
+    marks = {}
+
+    def read():
+        for line in proc.stdout:
+            at = time.monotonic() - launched
+            lines.append((at, line.rstrip()))
+            if "idle-handler: gate open" in line:
+                marks["gate"] = at
+                gate.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    result = {"mode": mode}
+    try:
+        if not gate.wait(600):
+            raise RuntimeError("the gate never opened")
+        url = f"http://127.0.0.1:{port}/sdapi/v1/txt2img"
+        for name in ("first_job_s", "second_job_s", "third_job_s"):
+            started = time.monotonic()
+            status, answer = post(url, JOB)
+            result[name] = round(time.monotonic() - started, 3)
+            if status != 200 or not answer.get("images"):
+                raise RuntimeError(f"txt2img answered {status}")
+        result["gate_s"] = round(marks["gate"], 3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        reader.join(5)
+    for _, line in lines:
+        if '"event":"startup"' in line.replace(" ", ""):
+            result["startup_report"] = json.loads(line[line.index("{"):])
+        for marker in ("Startup time:", "Model loaded in", "Warm-up", "warm-up"):
+            if marker in line and marker not in result:
+                result[marker] = line.strip()[-200:]
+    result["exit_status"] = proc.returncode
+    return result, lines
+
+
+def main():
+    runtime, handler, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    port = 7861
+    log_dir = os.environ.get("LOG_DIR")
+    for round_ in range(rounds):
+        for mode in (("api", "warmup") if round_ % 2 == 0 else ("warmup", "api")):
+            port += 1
+            result, lines = one_run(runtime, handler, mode, port)
+            print(json.dumps(result), flush=True)
+            if log_dir:
+                with open(os.path.join(log_dir, f"run-{round_}-{mode}.log"), "w") as f:
+                    f.writelines(f"{at:8.3f} {line}\n" for at, line in lines)
+
+
+if __name__ == "__main__":
+    main()
