@@ -23,6 +23,7 @@ def record(name, text):
 record("webui.pid", str(os.getpid()))
 record("webui.args", "\n".join(sys.argv[1:]))
 record("webui.ld_preload", env("LD_PRELOAD", ""))
+record("webui.torch_no_weights_only", env("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "unset"))
 with open("/proc/self/maps") as maps:
     record("webui.tcmalloc", "yes" if "libtcmalloc" in maps.read() else "no")
 
