@@ -84,6 +84,17 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(root: &Path, args: &ImageArgs) -> Result<Plan> {
+        if args.webui_image.is_some() {
+            for (given, flag) in [
+                (args.webui_src.is_some(), "--webui-src"),
+                (args.model.is_some(), "--model"),
+                (args.base_image.is_some(), "--base-image"),
+            ] {
+                if given {
+                    bail!("{flag}: it applies to the WebUI image, which --webui-image replaces");
+                }
+            }
+        }
         let versions = parse_versions(&read(root, VERSIONS_FILE)?)
             .with_context(|| format!("in {VERSIONS_FILE}"))?;
         let webui_declares = declared_args(&read(root, WEBUI_DOCKERFILE)?);
@@ -154,17 +165,6 @@ impl Plan {
             None => crate::target_dir().join("release/worker-runtime"),
         };
 
-        if args.webui_image.is_some() {
-            for (given, flag) in [
-                (args.webui_src.is_some(), "--webui-src"),
-                (args.model.is_some(), "--model"),
-                (args.base_image.is_some(), "--base-image"),
-            ] {
-                if given {
-                    bail!("{flag}: it applies to the WebUI image, which --webui-image replaces");
-                }
-            }
-        }
         let model = match &args.model {
             Some(path) => Some(model_file(path, &webui_args)?),
             None => None,
@@ -593,6 +593,68 @@ mod tests {
                 ("M".to_string(), "u".to_string(), true)
             ]
         );
+    }
+
+    fn args(extra: &[&str]) -> ImageArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            image: ImageArgs,
+        }
+        let mut argv = vec!["image", "--dry-run"];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).image
+    }
+
+    fn plan_error(extra: &[&str]) -> String {
+        match Plan::new(&crate::project_root(), &args(extra)) {
+            Ok(_) => panic!("{extra:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn webui_image_flags_are_refused_beside_webui_image() {
+        for flag in ["--webui-src", "--model", "--base-image"] {
+            let err = plan_error(&["--webui-image", "mine:1", flag, "x"]);
+            assert!(
+                err.starts_with(&format!("{flag}: it applies to the WebUI image")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_model_must_be_one_existing_checkpoint() -> Result<()> {
+        let err = plan_error(&["--model", "/no/such/model.safetensors"]);
+        assert_eq!(err, "--model /no/such/model.safetensors: no such file");
+        let dir = tempfile::tempdir()?;
+        let bin = dir.path().join("model.bin");
+        std::fs::write(&bin, b"x")?;
+        let err = plan_error(&["--model", &bin.display().to_string()]);
+        assert!(
+            err.contains("expected a .safetensors or .ckpt checkpoint"),
+            "{err}"
+        );
+        let ckpt = dir.path().join("old.ckpt");
+        std::fs::write(&ckpt, b"x")?;
+        let err = plan_error(&[
+            "--model",
+            &ckpt.display().to_string(),
+            "--build-arg",
+            "MODEL_URL=https://example.invalid/m.safetensors",
+        ]);
+        assert!(err.contains("give one checkpoint"), "{err}");
+        let plan = Plan::new(
+            &crate::project_root(),
+            &args(&["--model", &ckpt.display().to_string()]),
+        )?;
+        let webui = plan.webui.as_ref().expect("a WebUI build");
+        assert!(webui
+            .build_args
+            .contains(&("MODEL_FILE".to_string(), "model.ckpt".to_string())));
+        Ok(())
     }
 
     #[test]
