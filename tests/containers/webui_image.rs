@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use super::docker::report;
+use super::docker::{docker, image_exists, image_id, report};
 use super::images::{cargo, require_engine, run, skipped};
 
 pub const FULL_TAG: &str = "sd-worker-full-test:latest";
@@ -43,6 +43,7 @@ fn build(source: PathBuf) -> Result<(), String> {
         .find_map(|l| l.strip_prefix("MODEL_PATH="))
         .ok_or_else(|| format!("cargo xtask a1111 printed no MODEL_PATH:\n{settings}"))?
         .to_string();
+    let previous = image_exists(FULL_TAG).then(|| image_id(FULL_TAG));
     let started = Instant::now();
     let out = run(
         cargo()
@@ -69,6 +70,10 @@ fn build(source: PathBuf) -> Result<(), String> {
         .filter(|l| l.starts_with("size") || l.starts_with("built"))
     {
         report(line);
+    }
+    // A new revision rebuilds the worker layer and moves the tag; the image it leaves is of no use.
+    if let Some(previous) = previous.filter(|id| *id != image_id(FULL_TAG)) {
+        let _ = docker(&["rmi", &previous]);
     }
     Ok(())
 }
