@@ -11,6 +11,8 @@
 mod docker;
 #[path = "containers/images.rs"]
 mod images;
+#[path = "containers/webui_image.rs"]
+mod webui_image;
 
 use std::time::{Duration, Instant};
 
@@ -325,7 +327,7 @@ fn full_image_dry_run_wires_the_stages_and_pins() {
     }
     for (key, value) in &pins {
         assert!(
-            webui_build.contains(&format!(" --build-arg {key}={value} ")),
+            key == "BASE_IMAGE" || webui_build.contains(&format!(" --build-arg {key}={value} ")),
             "{key} is not passed to the WebUI build: {webui_build}"
         );
         assert!(
@@ -371,7 +373,7 @@ fn full_image_dry_run_wires_the_stages_and_pins() {
     }
 
     // Stages: each FROM takes its base from the build argument xtask passes.
-    assert_eq!(froms(&webui_dockerfile), vec!["${CUDA_BASE_IMAGE}"]);
+    assert_eq!(froms(&webui_dockerfile), vec!["${BASE_IMAGE}"]);
     assert_eq!(froms(&worker_dockerfile), vec!["${WEBUI_IMAGE}"]);
     assert!(worker_dockerfile.contains("CMD [\"worker-runtime\"]"));
     assert!(worker_dockerfile.contains("ENTRYPOINT []"));
@@ -379,7 +381,19 @@ fn full_image_dry_run_wires_the_stages_and_pins() {
         webui_dockerfile.contains("libgoogle-perftools4"),
         "Debian/Ubuntu's tcmalloc"
     );
-    assert!(webui_dockerfile.contains("ENV STABLE_DIFFUSION_REPO="));
+    assert!(webui_dockerfile.contains("STABLE_DIFFUSION_REPO=${STABLE_DIFFUSION_REPO}"));
+    assert!(
+        webui_dockerfile.contains("HF_HUB_OFFLINE=1"),
+        "offline cold start"
+    );
+    assert!(
+        webui_dockerfile.contains("python -m compileall"),
+        "bytecode at build time"
+    );
+    assert!(
+        !webui_dockerfile.contains("git clone") && webui_dockerfile.contains("--no-index"),
+        "nothing fetched inside the build but the served wheelhouse"
+    );
 
     // Pins agree with each other: one CUDA flavour (12.8) everywhere, torch >= 2.7 (sm_120), the
     // torchvision that belongs to that torch, and the xformers built against it.
@@ -391,9 +405,26 @@ fn full_image_dry_run_wires_the_stages_and_pins() {
     };
     let torch = pin("TORCH_VERSION");
     let torchvision = pin("TORCHVISION_VERSION");
-    assert!(pin("CUDA_BASE_IMAGE").contains(":12.8"), "CUDA 12.8 base");
-    assert!(pin("TORCH_INDEX_URL").ends_with("/cu128"));
-    assert!(torch.ends_with("+cu128") && torchvision.ends_with("+cu128"));
+    // PyPI's own builds (no local version: no other index), the same as the real-WebUI lock.
+    let lock = read("xtask/a1111/requirements.lock");
+    for (package, key) in [
+        ("torch", "TORCH_VERSION"),
+        ("torchvision", "TORCHVISION_VERSION"),
+        ("xformers", "XFORMERS_VERSION"),
+    ] {
+        assert!(
+            lock.lines()
+                .any(|l| l == format!("{package}=={}", pin(key))),
+            "{key}={} is not the lock's {package}",
+            pin(key)
+        );
+    }
+    assert!(!pins.iter().any(|(k, _)| k == "TORCH_INDEX_URL"));
+    assert!(
+        webui_build.contains(" --build-arg BASE_IMAGE=sd-worker-base:bookworm"),
+        "the debootstrap base is built locally and passed by its tag: {webui_build}"
+    );
+    assert!(webui_build.contains(" --build-arg WHEELHOUSE_URL=http://127.0.0.1:"));
     let (torch_major, torch_minor, torch_patch) = version3(torch);
     assert!(
         (torch_major, torch_minor) >= (2, 7),
@@ -406,7 +437,11 @@ fn full_image_dry_run_wires_the_stages_and_pins() {
         "torchvision 0.(N+15).P pairs with torch 2.N.P"
     );
     // Read from PyPI's metadata (Requires-Dist: torch==...) of each xformers release.
-    const XFORMERS_TORCH: [(&str, &str); 2] = [("0.0.30", "2.7.0"), ("0.0.31.post1", "2.7.1")];
+    const XFORMERS_TORCH: [(&str, &str); 3] = [
+        ("0.0.30", "2.7.0"),
+        ("0.0.31.post1", "2.7.1"),
+        ("0.0.32.post2", "2.8.0"),
+    ];
     let xformers = pin("XFORMERS_VERSION");
     let needs = XFORMERS_TORCH
         .iter()
@@ -447,7 +482,7 @@ fn full_image_dockerfile_parses_in_the_engine() {
     .expect("stage requirements.txt");
     let mut args: Vec<String> = vec!["build".into(), "--network".into(), "none".into()];
     for (key, value) in versions() {
-        let value = if key == "CUDA_BASE_IMAGE" {
+        let value = if key == "BASE_IMAGE" {
             "scratch".to_string()
         } else {
             value
@@ -487,6 +522,202 @@ fn xtask_image_without_an_engine_says_how_to_get_one() {
         "it checks for the engine before building anything: {stderr}"
     );
     assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+/// `--webui-image` on an A1111 image that installed runpod into its system Python and has no venv
+/// module (as common A1111 worker images do): the worker uses that Python. With runpod nowhere and
+/// no venv module, the build says what to install.
+#[test]
+fn webui_image_with_runpod_in_its_system_python_is_used_as_it_is() {
+    let Some(images) = images() else { return };
+    let system = "sd-worker-test-sysrunpod:latest";
+    images::derive(
+        &images.standin,
+        system,
+        "RUN cp -a /opt/handler-venv/lib/python3.11/site-packages/. /usr/local/lib/python3.11/dist-packages/ \
+         && rm -rf /opt/handler-venv /usr/lib/python3.11/ensurepip\nENV HANDLER_PYTHON=",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tag = "sd-worker-test:sysrunpod";
+    let out = run(
+        cargo().args(["xtask", "image", "--webui-image", system, "--tag", tag]),
+        "cargo xtask image --webui-image (runpod in the system Python)",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.contains("handler environment: /usr/bin/python3, runpod 1.12.0"),
+        "{out}"
+    );
+    let c = Container::start(tag, &[]);
+    let code = c.wait_exit(Duration::from_secs(90));
+    let logs = c.logs();
+    assert_eq!(code, 0, "logs:\n{logs}");
+    assert!(
+        logs.contains("Job local_test completed successfully"),
+        "logs:\n{logs}"
+    );
+    drop(c);
+    remove_image(tag);
+
+    let bare = "sd-worker-test-norunpod:latest";
+    images::derive(
+        system,
+        bare,
+        "RUN rm -rf /usr/local/lib/python3.11/dist-packages/runpod",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = run(
+        cargo().args([
+            "xtask",
+            "image",
+            "--webui-image",
+            bare,
+            "--tag",
+            "sd-worker-test:norunpod",
+        ]),
+        "cargo xtask image --webui-image (no runpod, no venv module)",
+    )
+    .expect_err("no Python has runpod and none can be made");
+    assert!(
+        err.contains("cannot create the handler environment")
+            && err
+                .contains("Install runpod (docker/requirements.txt) into the WebUI image's Python")
+            && err.contains("python3-venv"),
+        "{err}"
+    );
+    remove_image(bare);
+    remove_image(system);
+}
+
+/// The full WebUI image with no network at all: the baked checkpoint, the baked Hugging Face files
+/// and the wheels' CUDA-less CPU path serve the test job, and the start compiles no Python: every
+/// module the WebUI and the handler import has its bytecode in the image.
+#[test]
+fn full_image_serves_the_test_job_offline_and_compiles_nothing() {
+    let Some(image) = webui_image::full_image() else {
+        return;
+    };
+    let c = Container::start(
+        image,
+        &[
+            ("WEBUI_DEVICE", "cpu"),
+            ("HANDLER_RESULT_DIR", "/tmp/results"),
+        ],
+    );
+    let code = c.wait_exit(Duration::from_secs(600));
+    let logs = c.logs();
+    assert_eq!(code, 0, "exit code; logs:\n{logs}");
+    assert_in_order(&logs, &LIFECYCLE);
+    assert!(
+        logs.contains("Job local_test completed successfully"),
+        "logs:\n{logs}"
+    );
+    assert!(
+        !logs.contains("Can't load tokenizer"),
+        "the Hugging Face files are baked in; logs:\n{logs}"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let result_path = dir.path().join("result.json");
+    docker_ok(&[
+        "cp",
+        &format!("{}:/tmp/results/local_test.json", c.name),
+        &result_path.display().to_string(),
+    ]);
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&result_path).expect("result file")).expect("JSON");
+    let images = result["images"].as_array().expect("images in the result");
+    assert_eq!(images.len(), 1, "{result}");
+    assert_eq!(png_size(images[0].as_str().unwrap_or_default()), (64, 64));
+
+    // What the run wrote into the container's filesystem: no bytecode. The one exception is
+    // torch's own: torch.distributed writes a module it generates at import time into a fresh
+    // temporary directory and imports it (its source does not exist before the run).
+    let diff = docker_ok(&["diff", &c.name]);
+    let compiled: Vec<&str> = diff
+        .lines()
+        .filter(|l| l.contains(".pyc") && !l.starts_with("A /tmp/"))
+        .collect();
+    assert!(
+        compiled.is_empty(),
+        "the start compiled Python ({} files), e.g.:\n{}",
+        compiled.len(),
+        compiled[..compiled.len().min(20)].join("\n")
+    );
+}
+
+/// `docker stop` while a generation runs: the user sees the container end by itself inside
+/// docker stop's grace period (not SIGKILLed: 137), with the teardown complete.
+#[test]
+fn full_image_docker_stop_during_a_job_ends_inside_the_grace_period() {
+    let Some(image) = webui_image::full_image() else {
+        return;
+    };
+    // A job long enough to be running when the signal comes (tens of seconds on a CPU).
+    let job = r#"{"input": {"prompt": "a lighthouse", "seed": 1, "steps": 150, "width": 256, "height": 256, "sampler_name": "Euler a"}}"#;
+    let handler_args = format!("--test_input '{job}'");
+    let c = Container::start(
+        image,
+        &[("WEBUI_DEVICE", "cpu"), ("HANDLER_ARGS", &handler_args)],
+    );
+    // A1111's progress bar: the generation is under way.
+    c.wait_for_log("/150 [", Duration::from_secs(300));
+
+    let started = Instant::now();
+    docker_ok(&["stop", "-t", &DOCKER_STOP_GRACE_S.to_string(), &c.name]);
+    let took = started.elapsed();
+    let code = c.wait_exit(Duration::from_secs(5));
+    let logs = c.logs();
+    report(&format!(
+        "docker stop during a job on the full image took {:.2} s (exit {code})",
+        took.as_secs_f64()
+    ));
+    assert_ne!(code, 137, "docker had to SIGKILL the worker; logs:\n{logs}");
+    assert!(
+        took < Duration::from_secs(DOCKER_STOP_GRACE_S),
+        "docker stop took {took:?}; logs:\n{logs}"
+    );
+    assert!(logs.contains("Shutdown complete."), "logs:\n{logs}");
+}
+
+/// torch >= 2.6 loads with weights_only by default, and A1111's `--disable-safe-unpickle` then
+/// calls plain torch.load: a .ckpt that holds a numpy scalar (as many older checkpoints do, in
+/// their training metadata) would fail. The runtime sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 for the
+/// WebUI, so it loads; a user who sets it to 0 keeps torch's safe default, and the load fails.
+#[test]
+fn full_image_loads_a_ckpt_holding_a_numpy_scalar() {
+    let Some(image) = webui_image::full_image() else {
+        return;
+    };
+    // The baked test checkpoint, saved again as a .ckpt with a numpy scalar beside its weights.
+    let script = "set -e; /opt/webui-venv/bin/python -c \"\
+import numpy, torch, safetensors.torch as st; \
+sd = st.load_file('/model.safetensors'); \
+torch.save({'state_dict': sd, 'global_step': numpy.int64(1000)}, '/tmp/numpy.ckpt')\"; \
+cp /model.yaml /tmp/numpy.yaml; exec worker-runtime";
+    let run = |force: Option<&str>| {
+        let mut env = vec![("WEBUI_DEVICE", "cpu"), ("MODEL_PATH", "/tmp/numpy.ckpt")];
+        if let Some(value) = force {
+            env.push(("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", value));
+        }
+        let c = Container::start_with(image, &env, &["sh", "-c", script]);
+        let code = c.wait_exit(Duration::from_secs(600));
+        (code, c.logs())
+    };
+
+    let (code, logs) = run(None);
+    assert_eq!(code, 0, "logs:\n{logs}");
+    assert!(
+        logs.contains("Job local_test completed successfully"),
+        "logs:\n{logs}"
+    );
+    assert!(!logs.contains("Unsupported global"), "logs:\n{logs}");
+
+    let (_, logs) = run(Some("0"));
+    assert!(
+        logs.contains("Unsupported global") && logs.contains("numpy"),
+        "with weights_only kept, torch refuses the numpy scalar; logs:\n{logs}"
+    );
 }
 
 // --- helpers ---

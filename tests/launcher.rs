@@ -383,6 +383,35 @@ fn tcmalloc_is_preloaded_into_the_webui_and_the_handler() {
     assert_eq!(fixture.record("handler.tcmalloc").as_deref(), Some("yes"));
 }
 
+/// --disable-safe-unpickle under torch >= 2.6: the WebUI gets torch's switch back to full
+/// unpickling (old .ckpt files load), with a warning; a user's own value is kept.
+#[test]
+fn webui_loads_ckpt_files_without_weights_only_unless_the_user_says_otherwise() {
+    let fixture = Fixture::new();
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+    assert_eq!(
+        fixture.record("webui.torch_no_weights_only").as_deref(),
+        Some("1")
+    );
+    assert!(has_line(
+        &lines,
+        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 for the WebUI"
+    ));
+
+    let fixture = Fixture::new().env("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "0");
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+    assert_eq!(
+        fixture.record("webui.torch_no_weights_only").as_deref(),
+        Some("0")
+    );
+    assert!(!has_line(
+        &lines,
+        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 for the WebUI"
+    ));
+}
+
 #[test]
 fn no_tcmalloc_keeps_it_out() {
     let fixture = Fixture::new().env("NO_TCMALLOC", "1");

@@ -272,6 +272,18 @@ struct Timeline {
     gate_watch: Option<gate::Watch>,
 }
 
+/// torch >= 2.6 loads with weights_only by default, and with --disable-safe-unpickle A1111 calls
+/// plain torch.load: older .ckpt files (numpy scalars, training callbacks in their metadata) would
+/// no longer load. The flag already means "trust the checkpoints", so the WebUI gets torch's own
+/// switch back to full unpickling, unless the user set it (0 keeps weights_only).
+const TORCH_NO_WEIGHTS_ONLY: &str = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD";
+
+fn torch_weights_only_env() -> Option<(&'static str, &'static str)> {
+    std::env::var_os(TORCH_NO_WEIGHTS_ONLY)
+        .is_none_or(|v| v.is_empty())
+        .then_some((TORCH_NO_WEIGHTS_ONLY, "1"))
+}
+
 struct Lifecycle<'a> {
     config: &'a Config,
     plan: Plan,
@@ -327,6 +339,13 @@ impl Lifecycle<'_> {
             info!("xformers not confirmed by the GPU check: --xformers dropped, --opt-sdp-attention kept");
         }
         warn!("--disable-safe-unpickle is in effect: load only checkpoints you trust");
+        let weights_only_env = torch_weights_only_env();
+        if weights_only_env.is_some() {
+            warn!(
+                "{TORCH_NO_WEIGHTS_ONLY}=1 for the WebUI: .ckpt files load with full unpickling, \
+                 as before torch 2.6 (set {TORCH_NO_WEIGHTS_ONLY}=0 to keep torch's weights_only)"
+            );
+        }
 
         let started = Instant::now();
         let webui_argv = self.plan.webui_argv(self.config, conditions);
@@ -334,7 +353,8 @@ impl Lifecycle<'_> {
         webui
             .args(&webui_argv[1..])
             .current_dir(&self.plan.webui_dir)
-            .env("PYTHONUNBUFFERED", "true");
+            .env("PYTHONUNBUFFERED", "true")
+            .envs(weights_only_env);
         remove_worker_secrets(&mut webui);
         let relay = match self.relay_output(&mut webui) {
             Ok(relay) => relay,

@@ -58,6 +58,11 @@ pub struct Container {
 impl Container {
     /// `docker run -d --network none` with the given environment and the image's own command.
     pub fn start(image: &str, env: &[(&str, &str)]) -> Container {
+        Self::start_with(image, env, &[])
+    }
+
+    /// As `start`, with `command` instead of the image's own (when not empty).
+    pub fn start_with(image: &str, env: &[(&str, &str)], command: &[&str]) -> Container {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "sd-worker-test-{}-{}",
@@ -73,6 +78,7 @@ impl Container {
             args.push(format!("{key}={value}"));
         }
         args.push(image.to_string());
+        args.extend(command.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         docker_ok(&args);
         Container { name }

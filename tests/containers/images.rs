@@ -346,3 +346,33 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 pub fn remove_image(tag: &str) {
     let _ = docker(&["rmi", tag]);
 }
+
+/// An image FROM `base` with one more instruction, built with no context and no network.
+pub fn derive(base: &str, tag: &str, instructions: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut child = Command::new("docker")
+        .args(["build", "--network", "none", "--tag", tag, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run docker build: {e}"))?;
+    let dockerfile = format!("FROM {base}\n{instructions}\n");
+    child
+        .stdin
+        .take()
+        .ok_or("docker build has no stdin")?
+        .write_all(dockerfile.as_bytes())
+        .map_err(|e| format!("docker build: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("docker build: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "docker build of {tag} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}

@@ -43,6 +43,7 @@ record("webui.args", "\n".join(sys.argv[1:]))
 record("webui.ld_preload", env("LD_PRELOAD", ""))
 record("webui.worker_env", " ".join(sorted(
     k for k in os.environ if k.startswith(("RUNPOD_", "BUCKET_")))))
+record("webui.torch_no_weights_only", env("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "unset"))
 with open("/proc/self/maps") as maps:
     record("webui.tcmalloc", "yes" if "libtcmalloc" in maps.read() else "no")
 

@@ -9,7 +9,9 @@
 //! Every pin lives in docker/versions.env; each entry goes as `--build-arg` to the Dockerfile that
 //! declares it, and the Dockerfiles record them as labels, which this command prints back.
 
+mod base;
 mod plan;
+mod wheelhouse;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +31,22 @@ pub struct ImageArgs {
     /// docker/Dockerfile.webui.
     #[arg(long, value_name = "IMG")]
     pub webui_image: Option<String>,
+
+    /// The WebUI image's base: any glibc image with Debian's packages (e.g. debian:bookworm-slim),
+    /// or debootstrap:SUITE to build one locally with debootstrap [default: BASE_IMAGE in
+    /// docker/versions.env]
+    #[arg(long, value_name = "IMG")]
+    pub base_image: Option<String>,
+
+    /// A1111 v1.10.1's source tarball (with the repositories it pins and CLIP), checked against
+    /// the project's SHA-256 [default: $A1111_SOURCE; without either, git at the pinned commits]
+    #[arg(long, value_name = "TARBALL")]
+    pub webui_src: Option<PathBuf>,
+
+    /// A checkpoint (.safetensors or .ckpt) to bake into the WebUI image as its MODEL_PATH; a
+    /// .yaml config beside it goes with it.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
 
     /// A build argument for the Dockerfile(s) that declare it, e.g. MODEL_URL=https://...;
     /// overrides docker/versions.env. Repeatable.
@@ -86,8 +104,50 @@ fn build(root: &Path, plan: &Plan) -> Result<()> {
     }
 
     if let Some(webui) = &plan.webui {
+        let mut webui = webui.clone();
+        if let Some(suite) = &plan.debootstrap_suite {
+            let started = Instant::now();
+            base::ensure(suite)?;
+            timings.push((
+                "base image (debootstrap, or the engine's copy)",
+                started.elapsed(),
+            ));
+        }
         let started = Instant::now();
-        run_docker_build(&sh, root, webui)?;
+        let python = wheelhouse::host_python(&plan.python_version)?;
+        let cache = wheelhouse::cache_dir()?;
+        let houses = [
+            wheelhouse::ensure(
+                &cache,
+                &python,
+                &plan.python_version,
+                &wheelhouse::Wheels {
+                    name: "webui",
+                    requirements: &root.join(plan::WEBUI_LOCK),
+                    no_deps: true,
+                },
+            )?,
+            wheelhouse::ensure(
+                &cache,
+                &python,
+                &plan.python_version,
+                &wheelhouse::Wheels {
+                    name: "handler",
+                    requirements: &root.join("docker/requirements.txt"),
+                    no_deps: false,
+                },
+            )?,
+        ];
+        timings.push(("wheelhouse (pip wheel, or the cache)", started.elapsed()));
+        let server = wheelhouse::Server::start(&python, &cache, &houses)?;
+        for (key, value) in &mut webui.build_args {
+            if key == "WHEELHOUSE_URL" {
+                *value = server.url.clone();
+            }
+        }
+        let started = Instant::now();
+        run_docker_build_with(&sh, root, &webui, |context| stage_webui(plan, context))?;
+        drop(server);
         timings.push(("WebUI image (docker build)", started.elapsed()));
     }
     let started = Instant::now();
@@ -100,6 +160,48 @@ fn build(root: &Path, plan: &Plan) -> Result<()> {
 /// Stages the build's context in a temporary directory (only the files it needs, so the context sent
 /// to the engine is small and nothing else can invalidate its cache) and runs `docker build`.
 fn run_docker_build(sh: &Shell, root: &Path, build: &DockerBuild) -> Result<()> {
+    run_docker_build_with(sh, root, build, |_| Ok(()))
+}
+
+/// A1111's source into src/ and the checkpoint (with its .yaml) into model/.
+fn stage_webui(plan: &Plan, context: &Path) -> Result<()> {
+    if let Some(source) = &plan.source {
+        source.verify()?;
+        let started = Instant::now();
+        source.fetch(&context.join("src"))?;
+        eprintln!(
+            "A1111 source from {} staged in {:.1} s",
+            source.describe(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let model_dir = context.join("model");
+    std::fs::create_dir_all(&model_dir)?;
+    if let Some((path, name)) = &plan.model {
+        link_or_copy(path, &model_dir.join(name))?;
+        let yaml = path.with_extension("yaml");
+        if yaml.is_file() {
+            link_or_copy(&yaml, &model_dir.join("model.yaml"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A hard link where possible: checkpoints are gigabytes.
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to)
+            .with_context(|| format!("cannot copy {} into the build context", from.display()))?;
+    }
+    Ok(())
+}
+
+fn run_docker_build_with(
+    sh: &Shell,
+    root: &Path,
+    build: &DockerBuild,
+    extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let context = tempfile::Builder::new()
         .prefix("sd-worker-image-")
         .tempdir()
@@ -119,6 +221,7 @@ fn run_docker_build(sh: &Shell, root: &Path, build: &DockerBuild) -> Result<()> 
         })?;
         set_mode(&dest, file.mode)?;
     }
+    extra(context.path())?;
     build.command(sh, context.path()).run()?;
     Ok(())
 }

@@ -9,6 +9,8 @@ use super::trial::{Launcher, Outcome, Scenario, Trial};
 /// The heading of the section another engineer writes by hand (H200 figures, device tool); the
 /// generator keeps it verbatim.
 pub const GPU_HEADING: &str = "## GPU: cuda-check vs the Python/torch check";
+/// Written by hand from `cargo xtask image` builds (sizes, build times), not by the bench.
+pub const IMAGE_HEADING: &str = "## The WebUI image";
 
 /// What a run was measured under, for the page and the console.
 pub struct Context {
@@ -683,10 +685,12 @@ moments around readiness and teardown magnified.
             ""
         },
     );
-    // The real-WebUI section (`cargo xtask bench --webuis`) and the GPU section are not this
-    // bench's to write: kept as they are.
-    if let Some(webuis) = existing.and_then(|e| kept_section(e, super::webuis::HEADING)) {
-        out.push_str(&webuis);
+    // The real-WebUI section (`cargo xtask bench --webuis`), the image's figures and the GPU
+    // section are not this bench's to write: kept as they are, in this order.
+    for heading in [super::webuis::HEADING, IMAGE_HEADING] {
+        if let Some(section) = existing.and_then(|e| kept_section(e, heading)) {
+            out.push_str(&section);
+        }
     }
     let gpu = existing
         .and_then(gpu_section)
@@ -715,5 +719,15 @@ mod tests {
         assert_eq!(gpu_section(&existing).as_deref(), Some(gpu.trim_end()));
         // The heading mentioned inside a line is not the section.
         assert!(gpu_section("see ## GPU: cuda-check vs the Python/torch check").is_none());
+    }
+
+    #[test]
+    fn keeps_the_image_section_apart_from_its_neighbours() {
+        let image = "## The WebUI image\n\n### Layers\n| a | b |\n\n";
+        let existing = format!("## The real WebUI against the demo\nx\n\n{image}## GPU: y\n");
+        assert_eq!(
+            kept_section(&existing, IMAGE_HEADING).as_deref(),
+            Some(image)
+        );
     }
 }

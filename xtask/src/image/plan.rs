@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Cmd, Shell};
 
-use super::ImageArgs;
+use super::{base, wheelhouse, ImageArgs};
+use crate::a1111::SourceSpec;
 
 pub const VERSIONS_FILE: &str = "docker/versions.env";
 pub const WEBUI_DOCKERFILE: &str = "docker/Dockerfile.webui";
@@ -31,9 +32,20 @@ pub const HANDLER_PACKAGE: [(&str, &str); 5] = [
     ("docker/sdhandler/rules.py", "rootfs/sdhandler/rules.py"),
     ("docker/sdhandler/webui.py", "rootfs/sdhandler/webui.py"),
 ];
-/// Build arguments this command sets itself on the worker build.
-const SET_BY_XTASK: [&str; 3] = ["WEBUI_IMAGE", "RUNTIME_VERSION", "RUNTIME_REVISION"];
+/// Build arguments this command sets itself.
+const SET_BY_XTASK: [&str; 5] = [
+    "WEBUI_IMAGE",
+    "RUNTIME_VERSION",
+    "RUNTIME_REVISION",
+    "WHEELHOUSE_URL",
+    "MODEL_FILE",
+];
+/// The WebUI's locked packages and the script that makes its Hugging Face files.
+pub const WEBUI_LOCK: &str = "xtask/a1111/requirements.lock";
+const HF_SCRIPT: &str = "xtask/a1111/hf_clip_cache.py";
+const HANDLER_REQUIREMENTS: &str = "docker/requirements.txt";
 
+#[derive(Clone)]
 pub struct StagedFile {
     /// Relative to the project root (or absolute, for --runtime-bin).
     pub source: PathBuf,
@@ -42,6 +54,7 @@ pub struct StagedFile {
     pub mode: u32,
 }
 
+#[derive(Clone)]
 pub struct DockerBuild {
     pub dockerfile: &'static str,
     pub files: Vec<StagedFile>,
@@ -67,6 +80,14 @@ impl DockerBuild {
 
 pub struct Plan {
     pub build_runtime: bool,
+    /// `debootstrap:SUITE`: the base is built locally first.
+    pub debootstrap_suite: Option<String>,
+    /// Where A1111's source comes from (the WebUI image only).
+    pub source: Option<SourceSpec>,
+    /// A checkpoint to bake in, and its name in the image.
+    pub model: Option<(PathBuf, String)>,
+    /// The Python version of the image (the wheelhouse is made for it).
+    pub python_version: String,
     pub runtime_bin: PathBuf,
     /// None with --webui-image: the worker layer goes on the user's image.
     pub webui: Option<DockerBuild>,
@@ -77,6 +98,17 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(root: &Path, args: &ImageArgs) -> Result<Plan> {
+        if args.webui_image.is_some() {
+            for (given, flag) in [
+                (args.webui_src.is_some(), "--webui-src"),
+                (args.model.is_some(), "--model"),
+                (args.base_image.is_some(), "--base-image"),
+            ] {
+                if given {
+                    bail!("{flag}: it applies to the WebUI image, which --webui-image replaces");
+                }
+            }
+        }
         let versions = parse_versions(&read(root, VERSIONS_FILE)?)
             .with_context(|| format!("in {VERSIONS_FILE}"))?;
         let webui_declares = declared_args(&read(root, WEBUI_DOCKERFILE)?);
@@ -92,7 +124,13 @@ impl Plan {
             ("RUNTIME_VERSION".to_string(), runtime_version(root)),
             ("RUNTIME_REVISION".to_string(), git_revision(root)),
         ];
-        for (key, value, from_user) in merge_overrides(&versions, &args.build_args) {
+        let mut overrides = args.build_args.clone();
+        if let Some(image) = &args.base_image {
+            overrides.push(("BASE_IMAGE".to_string(), image.clone()));
+        }
+        let mut debootstrap_suite = None;
+        let mut python_version = String::new();
+        for (key, value, from_user) in merge_overrides(&versions, &overrides) {
             if SET_BY_XTASK.contains(&key.as_str()) {
                 bail!("--build-arg {key}: set by cargo xtask image itself (use --webui-image for the base)");
             }
@@ -113,6 +151,20 @@ impl Plan {
             if in_webui && !in_worker && args.webui_image.is_some() && from_user {
                 bail!("--build-arg {key}: it applies to the WebUI image, which --webui-image replaces");
             }
+            if key == "PYTHON_VERSION" {
+                python_version = value.clone();
+            }
+            let value = if key == "BASE_IMAGE" {
+                match base::suite(&value)? {
+                    Some(suite) => {
+                        debootstrap_suite = Some(suite.to_string());
+                        base::tag(suite)
+                    }
+                    None => value,
+                }
+            } else {
+                value
+            };
             if in_webui {
                 webui_args.push((key.clone(), value.clone()));
             }
@@ -127,11 +179,41 @@ impl Plan {
             None => crate::target_dir().join("release/worker-runtime"),
         };
 
+        let model = match &args.model {
+            Some(path) => Some(model_file(path, &webui_args)?),
+            None => None,
+        };
+        if let Some((_, name)) = &model {
+            webui_args.push(("MODEL_FILE".to_string(), name.clone()));
+        }
+        webui_args.push((
+            "WHEELHOUSE_URL".to_string(),
+            format!("http://127.0.0.1:{}/", wheelhouse::PORT),
+        ));
+        let source = match (&args.webui_src, args.webui_image.is_some()) {
+            (_, true) => None,
+            (Some(path), false) => {
+                if !path.is_file() {
+                    bail!(
+                        "--webui-src {}: no such file; give the A1111 v1.10.1 source tarball, or leave it (and A1111_SOURCE) unset to fetch the pinned commits with git",
+                        path.display()
+                    );
+                }
+                Some(SourceSpec::Tarball(std::path::absolute(path)?))
+            }
+            (None, false) => Some(SourceSpec::choose(None)?),
+        };
+        if args.webui_image.is_none() && python_version.is_empty() {
+            bail!("{VERSIONS_FILE} has no PYTHON_VERSION");
+        }
+
         let webui = args.webui_image.is_none().then(|| DockerBuild {
             dockerfile: WEBUI_DOCKERFILE,
             files: vec![
                 staged(WEBUI_DOCKERFILE, "Dockerfile", 0o644),
-                staged("docker/requirements.txt", "requirements.txt", 0o644),
+                staged(HANDLER_REQUIREMENTS, "requirements.txt", 0o644),
+                staged(WEBUI_LOCK, "requirements.lock", 0o644),
+                staged(HF_SCRIPT, "hf_clip_cache.py", 0o644),
             ],
             build_args: webui_args,
             tag: webui_tag,
@@ -165,6 +247,10 @@ impl Plan {
 
         Ok(Plan {
             build_runtime: args.runtime_bin.is_none(),
+            debootstrap_suite,
+            source,
+            model,
+            python_version,
             runtime_bin,
             webui,
             worker,
@@ -199,6 +285,30 @@ impl Plan {
         if self.build_runtime {
             writeln!(w, "{}", self.cargo_build(&sh))?;
         }
+        if self.webui.is_some() {
+            if let Some(suite) = &self.debootstrap_suite {
+                writeln!(w, "# the base image, unless the engine has it:")?;
+                writeln!(w, "{}", base::describe(suite))?;
+            }
+            writeln!(
+                w,
+                "# the wheelhouse for Python {} (made once, with pip wheel on this machine; then cached):",
+                self.python_version
+            )?;
+            for (name, file) in [("webui", WEBUI_LOCK), ("handler", HANDLER_REQUIREMENTS)] {
+                writeln!(
+                    w,
+                    "#   {name}: pip wheel{} -r {file} -w <cache>/wheelhouse/{name}-cp{}-<sha256 of {file}>",
+                    if name == "webui" { " --no-deps" } else { "" },
+                    self.python_version.replace('.', "")
+                )?;
+            }
+            writeln!(
+                w,
+                "#   served during the build: python3 -m http.server --bind 127.0.0.1 {}",
+                wheelhouse::PORT
+            )?;
+        }
         for (build, context) in [
             (self.webui.as_ref(), WEBUI_CONTEXT),
             (Some(&self.worker), WORKER_CONTEXT),
@@ -218,6 +328,23 @@ impl Plan {
                     file.source.display(),
                     file.dest
                 )?;
+            }
+            if build.dockerfile == WEBUI_DOCKERFILE {
+                if let Some(source) = &self.source {
+                    writeln!(
+                        w,
+                        "#   A1111 v1.10.1 from {} -> {context}/src",
+                        source.describe()
+                    )?;
+                }
+                match &self.model {
+                    Some((path, name)) => writeln!(
+                        w,
+                        "#   install -m 644 {} {context}/model/{name} (and its .yaml, if any)",
+                        path.display()
+                    )?,
+                    None => writeln!(w, "#   mkdir {context}/model (no model)")?,
+                }
             }
             writeln!(w, "{}", build.command(&sh, Path::new(context)))?;
         }
@@ -246,6 +373,30 @@ pub fn image_size<'a>(sh: &'a Shell, image: &str) -> Cmd<'a> {
 pub fn image_labels<'a>(sh: &'a Shell, image: &str) -> Cmd<'a> {
     let format = "{{json .Config.Labels}}";
     cmd!(sh, "docker image inspect --format {format} {image}")
+}
+
+/// The baked checkpoint's name in the image (its type decides how A1111 loads it).
+fn model_file(path: &Path, webui_args: &[(String, String)]) -> Result<(PathBuf, String)> {
+    if webui_args
+        .iter()
+        .any(|(k, v)| k == "MODEL_URL" && !v.is_empty())
+    {
+        bail!("--model and MODEL_URL: give one checkpoint to bake in, not two");
+    }
+    if !path.is_file() {
+        bail!("--model {}: no such file", path.display());
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
+    if ext != "safetensors" && ext != "ckpt" {
+        bail!(
+            "--model {}: expected a .safetensors or .ckpt checkpoint",
+            path.display()
+        );
+    }
+    Ok((std::path::absolute(path)?, format!("model.{ext}")))
 }
 
 fn staged(source: &str, dest: &'static str, mode: u32) -> StagedFile {
@@ -462,6 +613,68 @@ mod tests {
                 ("M".to_string(), "u".to_string(), true)
             ]
         );
+    }
+
+    fn args(extra: &[&str]) -> ImageArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            image: ImageArgs,
+        }
+        let mut argv = vec!["image", "--dry-run"];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).image
+    }
+
+    fn plan_error(extra: &[&str]) -> String {
+        match Plan::new(&crate::project_root(), &args(extra)) {
+            Ok(_) => panic!("{extra:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn webui_image_flags_are_refused_beside_webui_image() {
+        for flag in ["--webui-src", "--model", "--base-image"] {
+            let err = plan_error(&["--webui-image", "mine:1", flag, "x"]);
+            assert!(
+                err.starts_with(&format!("{flag}: it applies to the WebUI image")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_model_must_be_one_existing_checkpoint() -> Result<()> {
+        let err = plan_error(&["--model", "/no/such/model.safetensors"]);
+        assert_eq!(err, "--model /no/such/model.safetensors: no such file");
+        let dir = tempfile::tempdir()?;
+        let bin = dir.path().join("model.bin");
+        std::fs::write(&bin, b"x")?;
+        let err = plan_error(&["--model", &bin.display().to_string()]);
+        assert!(
+            err.contains("expected a .safetensors or .ckpt checkpoint"),
+            "{err}"
+        );
+        let ckpt = dir.path().join("old.ckpt");
+        std::fs::write(&ckpt, b"x")?;
+        let err = plan_error(&[
+            "--model",
+            &ckpt.display().to_string(),
+            "--build-arg",
+            "MODEL_URL=https://example.invalid/m.safetensors",
+        ]);
+        assert!(err.contains("give one checkpoint"), "{err}");
+        let plan = Plan::new(
+            &crate::project_root(),
+            &args(&["--model", &ckpt.display().to_string()]),
+        )?;
+        let webui = plan.webui.as_ref().expect("a WebUI build");
+        assert!(webui
+            .build_args
+            .contains(&("MODEL_FILE".to_string(), "model.ckpt".to_string())));
+        Ok(())
     }
 
     #[test]
