@@ -36,21 +36,28 @@ def one_run(runtime, handler, mode, port):
                             stdin=subprocess.DEVNULL, text=True)
     lines, gate = [], threading.Event()
     marks = {}
+    log_dir = os.environ.get("LOG_DIR")
+    log = open(os.path.join(log_dir, f"run-{port}-{mode}.log"), "w") if log_dir else None
 
     def read():
         for line in proc.stdout:
             at = time.monotonic() - launched
             lines.append((at, line.rstrip()))
+            if log:
+                log.write(f"{at:8.3f} {line}")
+                log.flush()
             if "idle-handler: gate open" in line:
                 marks["gate"] = at
                 gate.set()
+        gate.set()  # the worker ended: nothing to wait for
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     result = {"mode": mode}
     try:
-        if not gate.wait(600):
-            raise RuntimeError("the gate never opened")
+        gate.wait(300)
+        if "gate" not in marks:
+            raise RuntimeError(f"the gate never opened (worker exit status {proc.poll()})")
         url = f"http://127.0.0.1:{port}/sdapi/v1/txt2img"
         for name in ("first_job_s", "second_job_s", "third_job_s"):
             started = time.monotonic()
@@ -73,21 +80,22 @@ def one_run(runtime, handler, mode, port):
             if marker in line and marker not in result:
                 result[marker] = line.strip()[-200:]
     result["exit_status"] = proc.returncode
-    return result, lines
+    if log:
+        log.close()
+    return result
 
 
 def main():
     runtime, handler, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     port = 7861
-    log_dir = os.environ.get("LOG_DIR")
     for round_ in range(rounds):
         for mode in (("api", "warmup") if round_ % 2 == 0 else ("warmup", "api")):
             port += 1
-            result, lines = one_run(runtime, handler, mode, port)
+            try:
+                result = one_run(runtime, handler, mode, port)
+            except Exception as e:  # noqa: BLE001 -- one failed run is reported, not fatal
+                result = {"mode": mode, "error": str(e)}
             print(json.dumps(result), flush=True)
-            if log_dir:
-                with open(os.path.join(log_dir, f"run-{round_}-{mode}.log"), "w") as f:
-                    f.writelines(f"{at:8.3f} {line}\n" for at, line in lines)
 
 
 if __name__ == "__main__":
