@@ -98,3 +98,50 @@ def test_webui_killed_while_serving_stops_the_worker_with_83(start_worker):
     while processes_with(worker.marker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_with(worker.marker) == []
+
+
+def test_after_a_warm_up_the_first_job_pays_no_model_load(start_worker, tmp_path):
+    job = {"input": {"prompt": "a lighthouse", "seed": 5, "steps": 2, "width": 64, "height": 64}}
+    worker = start_worker(f"--test_input {shlex.quote(json.dumps(job))}",
+                          HANDLER_RESULT_DIR=str(tmp_path / "results"), WEBUI_READY="warmup")
+    assert worker.process.wait(300) == 0, worker.process.output
+    out = worker.process.output
+    # The model is loaded and an image was made before the handler may take a job.
+    ordered(out, "Model loaded in", "warm-up image generated", "readiness gate opened",
+            "handler: serving", "Job local_test completed successfully")
+    report = next(json.loads(line[line.index("{"):]) for line in out.splitlines()
+                  if '"event":"startup"' in line.replace(" ", ""))
+    assert report["ready"] == "warmup"
+    phases = report["phases"]
+    assert phases["webui_api"] > 0 and phases["model_load"] is not None and phases["warmup"] > 0
+    # A1111's own figures, read from its output.
+    assert report["webui"]["startup_time"] > 0 and report["webui"]["model_loaded_in"] > 0
+
+
+def test_a_corrupt_checkpoint_stops_the_worker_before_any_job(start_worker, tmp_path, control_plane):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\xff" * 64 + b"not a checkpoint")
+    empty = tmp_path / "empty-volume"
+    empty.mkdir()
+    control_plane.submit("never-taken", {"prompt": "x", "steps": 1, "width": 64, "height": 64})
+    worker = start_worker("", MODEL_PATH=str(broken), CKPT_DIR=str(empty), WEBUI_READY="model",
+                          **control_plane.env())
+    assert worker.process.wait(300) == 86, worker.process.output
+    out = worker.process.output
+    line = next(l for l in out.splitlines() if "could not load its checkpoint" in l)
+    assert "HeaderTooLarge" in line, line  # A1111's own reason, on the one line
+    assert "handler: serving" not in out
+    assert control_plane.taken == set(), "no job may be taken by a worker that cannot serve it"
+    assert processes_with(worker.marker) == []
+
+
+def test_a_missing_tokenizer_stops_the_worker_before_any_job(start_worker, tmp_path):
+    empty_hf = tmp_path / "hf"
+    empty_hf.mkdir()
+    worker = start_worker("--test_input '{\"input\": {\"prompt\": \"x\"}}'", HF_HOME=str(empty_hf))
+    assert worker.process.wait(300) == 86, worker.process.output
+    line = next(l for l in worker.process.output.splitlines()
+                if "could not load its checkpoint" in l)
+    assert "Can't load tokenizer" in line, line
+    assert "Job local_test" not in worker.process.output
+    assert processes_with(worker.marker) == []

@@ -134,6 +134,7 @@ impl Setup {
             .env("HANDLER_PYTHON", &self.python)
             .env("CUDA_CHECK", "off")
             .env("WEBUI_DEVICE", "cpu")
+            .env("WEBUI_READY", "warmup")
             .env("LORA_DIR", dir.join("volume"))
             .env("EMBEDDINGS_DIR", dir.join("volume"))
             .stdin(Stdio::null());
