@@ -355,7 +355,7 @@ fn section(runs: &[Run], rounds: usize) -> String {
             2,
         ),
         (
-            "Launch → readiness gate open (handler told `ready`)",
+            "Launch → readiness gate open (`WEBUI_READY=warmup`: model loaded, a 1-step image made)",
             |r| r.gate,
             "s",
             1.0,
