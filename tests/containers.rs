@@ -1,4 +1,5 @@
-//! The worker image, tested as a container (issue 5): worker-runtime as PID 1 under `docker run`,
+// tidy: long because each container test is a scenario a reader follows whole; helpers are in containers/.
+//! The worker image, tested as a container: worker-runtime as PID 1 under `docker run`,
 //! `docker stop` and `docker kill`, with the demo WebUI and the real handler on the real runpod SDK.
 //!
 //! Needs a Docker engine (`bash .ci/ensure-docker.sh` installs and starts one, and debootstrap); a cold

@@ -1,3 +1,4 @@
+// tidy: long because it is a catalogue of GPU situations, one short test each, around one fake libcuda.
 //! `worker-runtime cuda-check`, `worker-runtime facts` and the launch step, on machines without a
 //! GPU: a fake libcuda (tests/fake_libcuda/fake_libcuda.c, compiled here with `cc`) stands in for
 //! the driver through LD_LIBRARY_PATH and reports the versions, devices and failures each test

@@ -1,3 +1,4 @@
+// tidy: long because it is a catalogue of launch scenarios, one short test each; helpers are in support/.
 //! End-to-end tests of `worker-runtime`'s launch sequence: the real binary, real Python processes,
 //! real signals. Each test asserts what a user sees: exit status, log lines, and which processes
 //! remain afterwards.

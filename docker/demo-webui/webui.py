@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# tidy: long because it is copied into test images as one file: a whole A1111 API stand-in.
 """Demo WebUI: a stand-in for AUTOMATIC1111's stable-diffusion-webui (v1.10) in API-only mode.
 
 It lets the worker (worker-runtime + docker/handler.py) run end to end on a machine with no GPU,

@@ -1,3 +1,4 @@
+// tidy: long because the launch sequence is one state machine, read top to bottom in its order.
 //! The launch sequence (ARCHITECTURE.md): validate everything, check the GPU, start the WebUI,
 //! start the handler at the readiness gate, open the gate when the API answers, and tear down
 //! when the handler ends, the WebUI dies, or a stop signal arrives.

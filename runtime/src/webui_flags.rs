@@ -1,3 +1,4 @@
+// tidy: long because the flag set, its documentation and A1111's argparse rules live together; 100 lines are tests.
 //! The WebUI's command line: the flag set the worker always passes (one definition, documented by
 //! `cargo xtask codegen` into docs/webui-flags.md), and the check of user-supplied extra flags
 //! against A1111's own flag catalog and the flags its installed extensions add, because A1111

@@ -1,4 +1,4 @@
-//! `cargo xtask bench` (issue 6): cold start, teardown and memory of worker-runtime against the
+//! `cargo xtask bench`: cold start, teardown and memory of worker-runtime against the
 //! seed's start.sh, side by side in one run, written to docs/BENCHMARKS.md and
 //! docs/startup-timeline.svg.
 //!

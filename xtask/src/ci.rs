@@ -31,6 +31,8 @@ pub fn run(args: CiArgs) -> anyhow::Result<()> {
         "cargo clippy --workspace --all-targets --quiet -- -D warnings"
     )
     .run()?;
+    step("tidy: references, README tables and promises, file lengths");
+    crate::tidy::run(crate::tidy::TidyArgs {})?;
     step("python environment");
     let python = python_env::ensure_venv(&sh)?;
     step("Rust tests: unit, codegen freshness, launcher end to end, CUDA check, containers");

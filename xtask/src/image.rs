@@ -1,4 +1,4 @@
-//! `cargo xtask image`: builds the worker's Docker image (issue 5).
+//! `cargo xtask image`: builds the worker's Docker image.
 //!
 //! Two Dockerfiles, two images. docker/Dockerfile.webui is the WebUI image (CUDA base, torch, A1111:
 //! gigabytes, rebuilt rarely); docker/Dockerfile.worker adds the worker layer (worker-runtime, the

@@ -7,6 +7,7 @@ mod codegen;
 mod image;
 mod python_env;
 mod run_local;
+mod tidy;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,8 @@ enum Task {
     Image(image::ImageArgs),
     /// Regenerate files derived from the code (docs/webui-flags.md).
     Codegen(codegen::CodegenArgs),
+    /// Check the tree: no reference outside it, README tables and promises in step with the code.
+    Tidy(tidy::TidyArgs),
     /// Measure cold start, teardown and memory against the seed's start.sh.
     Bench(bench::BenchArgs),
 }
@@ -46,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Task::Image(args) => image::run(args),
         Task::Codegen(args) => codegen::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::Tidy(args) => tidy::run(args),
     }
 }
 

@@ -456,15 +456,10 @@ fn run_foreground(mut command: Command) -> Result<ExitStatus> {
 }
 
 fn explain_exit(code: i32) -> &'static str {
-    match u8::try_from(code) {
-        Ok(exit_code::BAD_CONFIG) => "bad configuration",
-        Ok(exit_code::WEBUI_EXITED_BEFORE_READY) => "the WebUI exited before its API was ready",
-        Ok(exit_code::READY_TIMEOUT) => "the WebUI API did not become ready in time",
-        Ok(exit_code::WEBUI_DIED) => "the WebUI died while the handler was serving",
-        Ok(exit_code::CUDA_CHECK_FAILED) => "the CUDA check failed",
-        Ok(exit_code::SPAWN_FAILED) => "a process could not be started",
-        _ => "the handler's own exit status",
-    }
+    u8::try_from(code)
+        .ok()
+        .and_then(exit_code::meaning)
+        .unwrap_or("the handler's own exit status")
 }
 
 /// Whether an NVIDIA GPU is visible (its driver's control device exists).

@@ -1,3 +1,4 @@
+// tidy: long because the six checks' rules are read side by side; a third of it is their unit tests.
 //! The six checks: turn what the driver said (`probe`) and what the image was built with
 //! (`facts`) into pass / warn / fail / skip lines with reasons and fixes. Pure: no I/O.
 

@@ -75,7 +75,7 @@ pub fn cmdline(pid: i32) -> Vec<String> {
 }
 
 /// Direct children of `pid`. (The kernel's /proc/<pid>/task/<tid>/children is not built into
-/// every kernel, e.g. not on our build machines, so parents are read from each process's stat.)
+/// every kernel (it needs CONFIG_PROC_CHILDREN), so parents are read from each process's stat.)
 pub fn children(pid: i32) -> Vec<i32> {
     process_tree::snapshot()
         .into_iter()

@@ -1,3 +1,4 @@
+// tidy: long because most of it is the page's text (docs/BENCHMARKS.md), written as one template.
 //! The figures from a set of runs, and docs/BENCHMARKS.md around them.
 
 use std::fmt::Write as _;
@@ -6,7 +7,7 @@ use std::time::Duration;
 use super::stats::{self, Summary};
 use super::trial::{Launcher, Outcome, Scenario, Trial};
 
-/// The heading of the section another engineer writes by hand (H200 figures, device tool); the
+/// The heading of the section another engineer writes by hand (figures from a GPU machine); the
 /// generator keeps it verbatim.
 pub const GPU_HEADING: &str = "## GPU: cuda-check vs the Python/torch check";
 /// Written by hand from `cargo xtask image` builds (sizes, build times), not by the bench.
@@ -363,7 +364,7 @@ pub fn kept_section(existing: &str, heading: &str) -> Option<String> {
 const GPU_PLACEHOLDER: &str = "\
 ## GPU: cuda-check vs the Python/torch check
 
-Not measured yet: this section is written by hand from runs on the H200 (device tool), not by
+Not measured yet: this section is written by hand from runs on a GPU machine, not by
 `cargo xtask bench`, which keeps it as it is.
 ";
 
@@ -577,7 +578,7 @@ pub fn page(
 which is written by hand and kept verbatim when the page is regenerated. -->
 
 What a serverless worker's launcher costs, measured side by side against the bash start.sh it
-replaces (issue 6). Both launch the same demo WebUI (docker/demo-webui, start-up delay
+replaces. Both launch the same demo WebUI (docker/demo-webui, start-up delay
 {delay:.1} s) and the same handler (docker/handler.py on the real runpod SDK, runpod's local test
 mode with one tiny job), in one run, alternating, {runs} runs each per scenario.
 

@@ -1,3 +1,4 @@
+// tidy: long because a fifth of it is tests that pin the exact commands a build runs.
 //! What `cargo xtask image` will do, worked out before anything runs: `--dry-run` prints the very
 //! commands a real run executes, built by the same functions.
 
