@@ -30,11 +30,6 @@ def catalog_flags():
 # ---- command line -------------------------------------------------------------------------
 
 
-def test_embedded_flag_catalog_is_the_runtimes_catalog():
-    # The runtime checks extra flags against its copy; the demo must accept exactly those.
-    assert webui.FLAG_CATALOG_TSV == FLAG_CATALOG.read_text()
-
-
 def test_every_catalog_flag_is_accepted_with_its_kind():
     argv = []
     for flag, kind in catalog_flags():

@@ -16,8 +16,10 @@ use std::sync::OnceLock;
 
 use crate::cli::{Config, WebuiDevice};
 
-/// A1111 v1.10's argparse definitions (flag, kind, default), read from its modules/cmd_args.py.
-const CATALOG_TSV: &str = include_str!("a1111-cmd-flags-v1.10.tsv");
+/// A1111 v1.10.1's argparse definitions (flag, kind, default), read from its modules/cmd_args.py
+/// at commit 82a973c04367123ae98bd9abdf80d9eda9b910e2 (the v1.10.1 tag). `cargo xtask codegen`
+/// copies it into the demo WebUI, which must accept exactly these flags.
+pub const CATALOG_TSV: &str = include_str!("a1111-cmd-flags-v1.10.tsv");
 
 /// Where a flag's value comes from.
 #[derive(Debug, Clone, Copy)]

@@ -33,7 +33,7 @@ enum Task {
     RunLocal(run_local::RunLocalArgs),
     /// Build the worker's Docker image.
     Image(image::ImageArgs),
-    /// Regenerate files derived from the code (docs/webui-flags.md).
+    /// Regenerate files derived from the code (docs/webui-flags.md, the demo WebUI's flag catalog).
     Codegen(codegen::CodegenArgs),
     /// Check the tree: no reference outside it, README tables and promises in step with the code.
     Tidy(tidy::TidyArgs),
