@@ -18,7 +18,7 @@ mod webui_image;
 use std::time::{Duration, Instant};
 
 use docker::{docker, docker_ok, image_id, image_size, report, Container};
-use images::{build_worker, cargo, images, remove_image, root, run};
+use images::{build_worker, cargo, images, remove_image, root, run, target_dir};
 
 /// What `docker stop` waits before SIGKILL; "well inside" it is under half.
 const DOCKER_STOP_GRACE_S: u64 = 10;
@@ -273,8 +273,8 @@ fn worker_layer_is_small_and_rebuilds_in_seconds() {
     // the worker layer; cargo's own incremental build of the change comes on top.
     let dir = tempfile::tempdir().expect("temp dir");
     let changed = dir.path().join("worker-runtime");
-    let mut bytes = std::fs::read(root().join("target/release/worker-runtime"))
-        .expect("target/release/worker-runtime (built by cargo xtask image)");
+    let mut bytes = std::fs::read(target_dir().join("release/worker-runtime"))
+        .expect("<target>/release/worker-runtime (built by cargo xtask image)");
     bytes.extend_from_slice(format!("\0rebuild {:?}", Instant::now()).as_bytes());
     std::fs::write(&changed, bytes).expect("write the changed binary");
     let tag = "sd-worker-test:rebuild";

@@ -35,6 +35,10 @@ DEMO_DIR = DOCKER_DIR / "demo-webui"
 DEMO_WEBUI = DEMO_DIR / "webui.py"
 HANDLER = DOCKER_DIR / "handler.py"
 FLAG_CATALOG = REPO_ROOT / "runtime" / "src" / "a1111-cmd-flags-v1.10.tsv"
+# The worker-runtime binary: $WORKER_RUNTIME (`cargo xtask ci` sets it), else cargo's debug build
+# in $CARGO_TARGET_DIR (relative to the workspace root, as cargo reads it) or target/.
+RUNTIME = Path(os.environ.get("WORKER_RUNTIME")
+               or REPO_ROOT / (os.environ.get("CARGO_TARGET_DIR") or "target") / "debug" / "worker-runtime")
 # The venv running pytest has runpod installed: the handler runs with the same interpreter.
 PYTHON = sys.executable
 # The seed's WebUI flags (what worker-runtime passes), minus the paths the tests choose.

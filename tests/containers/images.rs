@@ -51,6 +51,13 @@ pub fn root() -> PathBuf {
     runtime.parent().unwrap_or(runtime).to_path_buf()
 }
 
+/// Cargo's target directory, as cargo itself chose it ($CARGO_TARGET_DIR included): the parent
+/// of the tests' scratch folder, `<target>/tmp`.
+pub fn target_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).to_path_buf()
+}
+
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());

@@ -146,7 +146,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             cmd!(sh, "cargo build --release --quiet -p runtime")
                 .run()
                 .context("building worker-runtime for the bench")?;
-            root.join("target/release/worker-runtime")
+            crate::target_dir().join("release/worker-runtime")
         }
     };
     if !runtime_bin.is_file() {

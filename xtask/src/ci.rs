@@ -38,7 +38,9 @@ pub fn run(args: CiArgs) -> anyhow::Result<()> {
     step("Rust tests: unit, codegen freshness, launcher end to end, CUDA check, containers");
     cmd!(sh, "cargo test --workspace").run()?;
     step("Python tests: handler and demo WebUI on the real runpod SDK");
+    let runtime_bin = crate::target_dir().join("debug/worker-runtime");
     cmd!(sh, "{python} -m pytest -q -n auto docker/tests")
+        .env("WORKER_RUNTIME", &runtime_bin)
         .env_remove("A1111_SETTINGS")
         .run()?;
     step("the real A1111: prepare it (cached), then the worker on it end to end");
@@ -56,6 +58,7 @@ pub fn run(args: CiArgs) -> anyhow::Result<()> {
         "{python} -m pytest -q -p no:xdist docker/tests/test_a1111_jobs.py docker/tests/test_a1111_handler.py docker/tests/test_a1111_lifecycle.py"
     )
     .env("A1111_SETTINGS", &settings)
+    .env("WORKER_RUNTIME", &runtime_bin)
     .run()?;
     step("benchmark smoke run (numbers not checked; keeps the bench from rotting)");
     cmd!(sh, "cargo xtask bench --quick --no-write").run()?;
