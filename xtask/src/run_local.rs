@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::{signal, SigHandler, Signal};
 use runtime::exit_code;
 use serde_json::Value;
 use xshell::{cmd, Shell};
@@ -445,12 +446,12 @@ fn run_foreground(mut command: Command) -> Result<ExitStatus> {
     // Ignoring it here lets xtask wait for that and report, instead of exiting first and leaving
     // the teardown's lines to trail after the shell prompt. The child was already exec'd with the
     // default disposition, so it is not affected.
-    // SAFETY: signal(2) with SIG_IGN and the previous disposition installs no Rust handler.
-    let previous = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    // SAFETY: SIG_IGN and the previous disposition install no Rust handler.
+    let previous = unsafe { signal(Signal::SIGINT, SigHandler::SigIgn) };
     let status = child.wait();
-    if previous != libc::SIG_ERR {
+    if let Ok(previous) = previous {
         // SAFETY: as above; restores what was there.
-        unsafe { libc::signal(libc::SIGINT, previous) };
+        let _ = unsafe { signal(Signal::SIGINT, previous) };
     }
     status.context("waiting for worker-runtime")
 }
@@ -479,34 +480,25 @@ fn free_port() -> Result<u16> {
 
 /// One POSIX shell word, as worker-runtime splits HANDLER_ARGS.
 fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
+    shell_words::quote(text).into_owned()
 }
 
-/// Standard or URL-safe base64, padding optional, a data: URL prefix allowed.
+/// Standard or URL-safe base64, padding optional, line breaks and a data: URL prefix allowed.
 fn decode_base64(text: &str) -> Result<Vec<u8>> {
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::{DecodePaddingMode, Engine};
+    let any_padding =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     let text = text.split_once("base64,").map_or(text, |(_, data)| data);
-    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for byte in text.bytes() {
-        let value = match byte {
-            b'A'..=b'Z' => byte - b'A',
-            b'a'..=b'z' => byte - b'a' + 26,
-            b'0'..=b'9' => byte - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            b'\r' | b'\n' => continue,
-            _ => bail!("not base64 (byte {byte:#04x})"),
-        };
-        acc = (acc << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
+    let text: String = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+    let alphabet = if text.contains(['-', '_']) {
+        &base64::alphabet::URL_SAFE
+    } else {
+        &base64::alphabet::STANDARD
+    };
+    GeneralPurpose::new(alphabet, any_padding)
+        .decode(&text)
+        .context("not base64")
 }
 
 /// (width, height) from a PNG's IHDR.
@@ -547,10 +539,9 @@ mod tests {
 
     #[test]
     fn shell_quote_survives_single_quotes() {
-        assert_eq!(
-            shell_quote(r#"{"prompt": "it's"}"#),
-            r#"'{"prompt": "it'\''s"}'"#
-        );
+        let job = r#"{"prompt": "it's"}"#;
+        let words = shell_words::split(&format!("--test_input {}", shell_quote(job)));
+        assert_eq!(words.expect("splits"), ["--test_input", job]);
     }
 
     #[test]

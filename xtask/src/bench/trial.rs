@@ -191,22 +191,15 @@ pub fn run(setup: &Setup, launcher: Launcher, scenario: Scenario) -> Result<Tria
             .spawn(move || {
                 // Wait for the exit without reaping first: until `exited` is set the pid cannot be
                 // reused, so killing it (cap, clean-up) never hits another process.
-                // SAFETY: siginfo_t is plain data, valid when zeroed.
-                let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-                // SAFETY: waitid fills `info`, a valid siginfo_t owned by this frame.
-                let waited = unsafe {
-                    libc::waitid(
-                        libc::P_PID,
-                        pid as libc::id_t,
-                        &mut info,
-                        libc::WEXITED | libc::WNOWAIT,
-                    )
-                };
+                let waited = nix::sys::wait::waitid(
+                    nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(pid)),
+                    nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+                );
                 let at = Instant::now();
                 exited.store(true, Ordering::SeqCst);
                 let status = child.wait();
                 let code = match status {
-                    Ok(status) if waited == 0 => {
+                    Ok(status) if waited.is_ok() => {
                         use std::os::unix::process::ExitStatusExt;
                         status
                             .code()
@@ -437,8 +430,10 @@ impl<'a> Observer<'a> {
             for (_, pid) in &left {
                 // Watched and not seen to exit: still ours (alive or a zombie), so the pid cannot
                 // belong to anything else yet.
-                // SAFETY: kill(2) on a pid.
-                unsafe { libc::kill(*pid, libc::SIGKILL) };
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             bail!(
                 "{} ({}) exited but left its {} running (the bench killed it); its last \
