@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 
 pub const RULE: &str = "==============================================";
 pub const BANNER: &str = "RUNNING CUDA COMPATIBILITY TESTS";
-pub const CHECK_COUNT: usize = 6;
 
 /// Verdict codes, as the seed's /cuda_test.py exit codes.
 pub const VERDICT_PASSED: u8 = 0;
