@@ -412,3 +412,13 @@ def control_plane():
     plane = ControlPlane()
     yield plane
     plane.close()
+
+
+def wait_until(predicate, timeout, what):
+    """Waits for a condition instead of sleeping for a guess; fails saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{what} did not happen within {timeout}s")

@@ -119,21 +119,26 @@ mod tests {
 
     #[test]
     fn sees_its_own_child_and_its_exit() {
-        let mut child = Command::new("sleep")
-            .arg("0.2")
-            .spawn()
-            .expect("sleep runs");
+        let mut child = Command::new("sleep").arg("60").spawn().expect("sleep runs");
         let pid = child.id() as i32;
         let me = std::process::id() as i32;
         assert!(children(me).contains(&pid));
         assert!(descendants(me).contains(&pid));
-        assert_eq!(cmdline(pid), ["sleep", "0.2"]);
+        assert_eq!(cmdline(pid), ["sleep", "60"]);
         let (tx, rx) = mpsc::channel();
-        let started = Instant::now();
-        assert!(watch_exit(pid, tx, |at| at));
-        let ended = rx.recv_timeout(Duration::from_secs(5)).expect("exit seen");
-        // Seen as it happens, before anybody reaps it.
-        assert!(ended.duration_since(started) >= Duration::from_millis(150));
+        assert!(watch_exit(pid, tx, |_| ()));
+        assert!(
+            rx.try_recv().is_err(),
+            "an exit reported while it still runs"
+        );
+        kill_tree(pid);
+        rx.recv_timeout(Duration::from_secs(60)).expect("exit seen");
+        // Seen as it happens, before anybody reaps it: the process is still a zombie.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("a zombie's stat");
+        assert_eq!(
+            stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]),
+            Some("Z")
+        );
         child.wait().expect("reaped");
     }
 
