@@ -131,19 +131,18 @@ fn runs_scenario(launcher: Launcher, scenario: Scenario) -> bool {
     !matches!(scenario, Scenario::NoTcmalloc | Scenario::Warmup) || launcher == Launcher::Runtime
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
     if args.webuis {
-        return webuis::run(args.runs.unwrap_or(3), !args.no_write);
+        return webuis::run(sh, args.runs.unwrap_or(3), !args.no_write);
     }
     let params = Params::from(&args)?;
     let root = crate::project_root();
-    let sh = Shell::new()?;
-    sh.change_dir(&root);
+    let cargo = crate::cargo();
 
     let runtime_bin = match &args.runtime_bin {
         Some(path) => path.clone(),
         None => {
-            cmd!(sh, "cargo build --release --quiet -p runtime")
+            cmd!(sh, "{cargo} build --release --quiet -p runtime")
                 .run()
                 .context("building worker-runtime for the bench")?;
             crate::target_dir().join("release/worker-runtime")
@@ -154,7 +153,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     // One interpreter for the WebUI and the handler: the project's .venv, which has the runpod
     // SDK (docker/requirements.txt); created or updated here when needed.
-    let python = crate::python_env::ensure_venv(&sh)?;
+    let python = crate::python_env::ensure_venv(sh)?;
     let webui_dir = args
         .webui_dir
         .clone()
@@ -191,7 +190,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     // Read with the build, so the page names the code that was measured even if the tree moves on
     // during the runs.
-    let commit = commit(&sh);
+    let commit = commit(sh);
     let load_before = load_average();
     let started = Instant::now();
     println!(

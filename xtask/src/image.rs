@@ -63,20 +63,18 @@ pub struct ImageArgs {
     pub dry_run: bool,
 }
 
-pub fn run(args: ImageArgs) -> Result<()> {
+pub fn run(sh: &Shell, args: ImageArgs) -> Result<()> {
     let root = crate::project_root();
     let plan = Plan::new(&root, &args)?;
     if args.dry_run {
-        print!("{}", plan.dry_run_text(&root)?);
+        print!("{}", plan.dry_run_text(sh, &root)?);
         return Ok(());
     }
-    build(&root, &plan)
+    build(sh, &root, &plan)
 }
 
-fn build(root: &Path, plan: &Plan) -> Result<()> {
-    let sh = Shell::new()?;
-    sh.change_dir(root);
-    check_engine(&sh)?;
+fn build(sh: &Shell, root: &Path, plan: &Plan) -> Result<()> {
+    check_engine(sh)?;
     // Before the builds, which can take long: a missing handler.py should not surface an hour in.
     let missing: Vec<String> = plan
         .webui
@@ -93,7 +91,7 @@ fn build(root: &Path, plan: &Plan) -> Result<()> {
     let mut timings: Vec<(&str, Duration)> = Vec::new();
     if plan.build_runtime {
         let started = Instant::now();
-        plan.cargo_build(&sh).run()?;
+        plan.cargo_build(sh).run()?;
         timings.push(("worker-runtime (cargo, release)", started.elapsed()));
     }
     if !plan.runtime_bin.is_file() {
@@ -146,15 +144,15 @@ fn build(root: &Path, plan: &Plan) -> Result<()> {
             }
         }
         let started = Instant::now();
-        run_docker_build_with(&sh, root, &webui, |context| stage_webui(plan, context))?;
+        run_docker_build_with(sh, root, &webui, |context| stage_webui(plan, context))?;
         drop(server);
         timings.push(("WebUI image (docker build)", started.elapsed()));
     }
     let started = Instant::now();
-    run_docker_build(&sh, root, &plan.worker)?;
+    run_docker_build(sh, root, &plan.worker)?;
     timings.push(("worker layer (docker build)", started.elapsed()));
 
-    report(&sh, plan, &timings)
+    report(sh, plan, &timings)
 }
 
 /// Stages the build's context in a temporary directory (only the files it needs, so the context sent

@@ -9,9 +9,11 @@ mod python_env;
 mod run_local;
 mod tidy;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use xshell::Shell;
 
 #[derive(Parser)]
 #[command(
@@ -42,15 +44,26 @@ enum Task {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Xtask::parse().task {
-        Task::Ci(args) => ci::run(args),
+    let task = Xtask::parse().task;
+    // One shell for every task, at the workspace root: commands run from there whatever
+    // directory cargo was started from (the process's own directory is left alone, so run-local
+    // still resolves relative paths from where the user typed them).
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match task {
+        Task::Ci(args) => ci::run(&sh, args),
         Task::A1111(args) => a1111::run(args),
-        Task::RunLocal(args) => run_local::run(args),
-        Task::Image(args) => image::run(args),
+        Task::RunLocal(args) => run_local::run(&sh, args),
+        Task::Image(args) => image::run(&sh, args),
         Task::Codegen(args) => codegen::run(args),
-        Task::Bench(args) => bench::run(args),
-        Task::Tidy(args) => tidy::run(args),
+        Task::Bench(args) => bench::run(&sh, args),
+        Task::Tidy(args) => tidy::run(&sh, args),
     }
+}
+
+/// The cargo that runs xtask ($CARGO), so toolchain overrides carry over to the builds it starts.
+pub fn cargo() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
 /// The workspace root, whatever directory cargo was started from.

@@ -62,7 +62,7 @@ pub struct RunLocalArgs {
     out: Option<PathBuf>,
 }
 
-pub fn run(args: RunLocalArgs) -> Result<()> {
+pub fn run(sh: &Shell, args: RunLocalArgs) -> Result<()> {
     let invoked_from = std::env::current_dir().context("reading the current directory")?;
     let absolute = |p: PathBuf| {
         if p.is_absolute() {
@@ -100,12 +100,10 @@ pub fn run(args: RunLocalArgs) -> Result<()> {
         .unwrap_or_else(|| root.join("docker").join("test_input.json"));
     let job = read_job(&input_path)?;
 
-    let sh = Shell::new()?;
-    sh.change_dir(&root);
     say("preparing the Python environment (.venv)");
-    let python = ensure_venv(&sh)?;
+    let python = ensure_venv(sh)?;
     say("building worker-runtime");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let cargo = crate::cargo();
     cmd!(sh, "{cargo} build --quiet -p runtime --bin worker-runtime")
         .run()
         .context("cargo build -p runtime failed")?;

@@ -67,10 +67,8 @@ fn collect_env(command: &clap::Command, into: &mut BTreeSet<String>) {
     }
 }
 
-pub fn run(_args: TidyArgs) -> anyhow::Result<()> {
+pub fn run(sh: &Shell, _args: TidyArgs) -> anyhow::Result<()> {
     let root = project_root();
-    let sh = Shell::new()?;
-    sh.change_dir(&root);
     let listing = cmd!(sh, "git ls-files")
         .read()
         .context("listing the tracked files (git ls-files)")?;

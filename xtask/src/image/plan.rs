@@ -266,25 +266,22 @@ impl Plan {
     }
 
     pub fn cargo_build<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
-        // The cargo that runs xtask, so toolchain overrides carry over.
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let cargo = crate::cargo();
         cmd!(sh, "{cargo} build --release -p runtime")
     }
 
     /// Every command a real run would execute, in order, the versions it would pass, and the
     /// Dockerfiles it would use.
-    pub fn dry_run_text(&self, root: &Path) -> Result<String> {
-        let sh = Shell::new()?;
-        sh.change_dir(root);
+    pub fn dry_run_text(&self, sh: &Shell, root: &Path) -> Result<String> {
         let mut out = String::new();
         let w = &mut out;
         writeln!(
             w,
             "# cargo xtask image --dry-run: what a real run does, in order. Nothing was run."
         )?;
-        writeln!(w, "{}", engine_check(&sh))?;
+        writeln!(w, "{}", engine_check(sh))?;
         if self.build_runtime {
-            writeln!(w, "{}", self.cargo_build(&sh))?;
+            writeln!(w, "{}", self.cargo_build(sh))?;
         }
         if self.webui.is_some() {
             if let Some(suite) = &self.debootstrap_suite {
@@ -347,11 +344,11 @@ impl Plan {
                     None => writeln!(w, "#   mkdir {context}/model (no model)")?,
                 }
             }
-            writeln!(w, "{}", build.command(&sh, Path::new(context)))?;
+            writeln!(w, "{}", build.command(sh, Path::new(context)))?;
         }
-        writeln!(w, "{}", image_size(&sh, &self.worker.tag))?;
-        writeln!(w, "{}", image_size(&sh, &self.webui_image))?;
-        writeln!(w, "{}", image_labels(&sh, &self.worker.tag))?;
+        writeln!(w, "{}", image_size(sh, &self.worker.tag))?;
+        writeln!(w, "{}", image_size(sh, &self.webui_image))?;
+        writeln!(w, "{}", image_labels(sh, &self.worker.tag))?;
         for build in self.webui.iter().chain([&self.worker]) {
             writeln!(w, "\n==> {} <==", build.dockerfile)?;
             w.push_str(&read(root, build.dockerfile)?);
