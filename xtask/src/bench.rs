@@ -12,7 +12,7 @@ mod timeline;
 mod trial;
 mod webuis;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,56 +21,7 @@ use xshell::{cmd, Shell};
 use report::Context as RunContext;
 use trial::{Launcher, Outcome, Scenario, Setup, Trial};
 
-#[derive(clap::Args)]
-pub struct BenchArgs {
-    /// Runs per launcher and scenario [default: 10, or 2 with --quick].
-    #[arg(long, value_name = "N")]
-    pub runs: Option<usize>,
-
-    /// A short smoke run that CI calls so the bench cannot rot (about 40 s): 2 runs, a shorter
-    /// WebUI start-up, grace and cap, no warm-up. Its numbers are not for publishing.
-    #[arg(long)]
-    pub quick: bool,
-
-    /// Print the results only; leave docs/BENCHMARKS.md and docs/startup-timeline.svg alone.
-    #[arg(long)]
-    pub no_write: bool,
-
-    /// The demo WebUI's start-up delay in seconds (DEMO_WEBUI_STARTUP_DELAY) [default: 3, or 1.5
-    /// with --quick]. Keep it above the handler's import time, so the handler waits for the WebUI
-    /// as it does in a real worker.
-    #[arg(long, value_name = "SECS")]
-    pub webui_delay: Option<f64>,
-
-    /// worker-runtime's SHUTDOWN_GRACE in seconds [default: 2, or 0.5 with --quick].
-    #[arg(long, value_name = "SECS")]
-    pub grace: Option<f64>,
-
-    /// How long a reference run that never ends by itself goes on, after the crash or after the
-    /// handler's exit, before the bench stops it [default: 10, or 1.5 with --quick].
-    #[arg(long, value_name = "SECS")]
-    pub cap: Option<f64>,
-
-    /// Print every line of every run, timestamped from the launcher's start, and its marks.
-    #[arg(long, short)]
-    pub verbose: bool,
-
-    /// Launch this WebUI directory instead of docker/demo-webui; its webui.py must know the
-    /// demo's knobs (DEMO_WEBUI_STARTUP_DELAY, DEMO_WEBUI_IGNORE_SIGTERM, DEMO_WEBUI_EXIT_AT_START).
-    #[arg(long, value_name = "DIR")]
-    pub webui_dir: Option<PathBuf>,
-
-    /// Measure the real A1111 (prepared by `cargo xtask a1111`) against the demo WebUI instead:
-    /// start-up, model load, first and warm jobs, memory; writes its own section of
-    /// docs/BENCHMARKS.md and docs/startup-timeline-webuis.svg [default runs: 3].
-    #[arg(long)]
-    pub webuis: bool,
-
-    /// Measure this worker-runtime binary instead of building one with
-    /// `cargo build --release -p runtime`.
-    #[arg(long, value_name = "PATH")]
-    pub runtime_bin: Option<PathBuf>,
-}
+pub use crate::flags::BenchArgs;
 
 /// How long the demo's model load takes in the warm-up scenario (A1111's background load, which
 /// runs after its API is up; 3-4 s on an H200).

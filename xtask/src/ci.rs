@@ -5,12 +5,7 @@ use xshell::{cmd, Shell};
 
 use crate::{a1111, python_env};
 
-#[derive(clap::Args)]
-pub struct CiArgs {
-    /// First install and start what the tests need (apt packages, dockerd): .ci/setup.sh.
-    #[arg(long)]
-    pub setup: bool,
-}
+pub use crate::flags::CiArgs;
 
 pub fn run(sh: &Shell, args: CiArgs) -> anyhow::Result<()> {
     let cargo = crate::cargo();

@@ -9,12 +9,7 @@ use anyhow::Context;
 
 use crate::project_root;
 
-#[derive(clap::Args)]
-pub struct CodegenArgs {
-    /// Fail instead of writing when a generated file is stale.
-    #[arg(long)]
-    pub check: bool,
-}
+pub use crate::flags::CodegenArgs;
 
 /// The demo WebUI is one file (it is copied alone into test images), so the flag catalog it
 /// accepts lives inside it, between these lines, copied from the runtime's catalog.

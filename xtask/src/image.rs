@@ -11,9 +11,11 @@
 
 mod base;
 mod plan;
+
+pub use plan::parse_build_arg;
 mod wheelhouse;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,47 +23,7 @@ use xshell::Shell;
 
 use plan::{DockerBuild, Plan};
 
-#[derive(clap::Args)]
-pub struct ImageArgs {
-    /// Tag of the worker image. The WebUI image is tagged <name>-webui:<tag>.
-    #[arg(long, default_value = "sd-worker:latest")]
-    pub tag: String,
-
-    /// Add the worker layer to this image (it needs Python and a WebUI) instead of building
-    /// docker/Dockerfile.webui.
-    #[arg(long, value_name = "IMG")]
-    pub webui_image: Option<String>,
-
-    /// The WebUI image's base: any glibc image with Debian's packages (e.g. debian:bookworm-slim),
-    /// or debootstrap:SUITE to build one locally with debootstrap [default: BASE_IMAGE in
-    /// docker/versions.env]
-    #[arg(long, value_name = "IMG")]
-    pub base_image: Option<String>,
-
-    /// A1111 v1.10.1's source tarball (with the repositories it pins and CLIP), checked against
-    /// the project's SHA-256 [default: $A1111_SOURCE; without either, git at the pinned commits]
-    #[arg(long, value_name = "TARBALL")]
-    pub webui_src: Option<PathBuf>,
-
-    /// A checkpoint (.safetensors or .ckpt) to bake into the WebUI image as its MODEL_PATH; a
-    /// .yaml config beside it goes with it.
-    #[arg(long, value_name = "FILE")]
-    pub model: Option<PathBuf>,
-
-    /// A build argument for the Dockerfile(s) that declare it, e.g. MODEL_URL=https://...;
-    /// overrides docker/versions.env. Repeatable.
-    #[arg(long = "build-arg", value_name = "K=V", value_parser = plan::parse_build_arg)]
-    pub build_args: Vec<(String, String)>,
-
-    /// Put this worker-runtime binary in the image instead of building one
-    /// (`cargo build --release -p runtime`).
-    #[arg(long, value_name = "PATH")]
-    pub runtime_bin: Option<PathBuf>,
-
-    /// Print every command and the Dockerfiles it would use, and run nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-}
+pub use crate::flags::ImageArgs;
 
 pub fn run(sh: &Shell, args: ImageArgs) -> Result<()> {
     let root = crate::project_root();

@@ -4,6 +4,7 @@ mod a1111;
 mod bench;
 mod ci;
 mod codegen;
+mod flags;
 mod image;
 mod python_env;
 mod run_local;
@@ -28,19 +29,19 @@ struct Xtask {
 #[derive(Subcommand)]
 enum Task {
     /// Everything CI checks: fmt, clippy -D warnings, codegen freshness, Rust and Python tests.
-    Ci(ci::CiArgs),
+    Ci(flags::CiArgs),
     /// Prepare a real AUTOMATIC1111 (source, Python environment, offline files, test checkpoints).
-    A1111(a1111::A1111Args),
+    A1111(flags::A1111Args),
     /// Run the whole worker locally: demo WebUI (or --webui-dir), docker/handler.py, a test job.
-    RunLocal(run_local::RunLocalArgs),
+    RunLocal(flags::RunLocalArgs),
     /// Build the worker's Docker image.
-    Image(image::ImageArgs),
+    Image(flags::ImageArgs),
     /// Regenerate files derived from the code (docs/webui-flags.md, the demo WebUI's flag catalog).
-    Codegen(codegen::CodegenArgs),
+    Codegen(flags::CodegenArgs),
     /// Check the tree: no reference outside it, README tables and promises in step with the code.
-    Tidy(tidy::TidyArgs),
+    Tidy(flags::TidyArgs),
     /// Measure cold start, teardown and memory against the seed's start.sh.
-    Bench(bench::BenchArgs),
+    Bench(flags::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {

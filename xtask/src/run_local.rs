@@ -29,38 +29,7 @@ const MAX_INLINE_JOB: usize = 64 * 1024;
 /// runpod's local test mode names the job this when the input has no "id".
 const DEFAULT_JOB_ID: &str = "local_test";
 
-/// Which WebUI run-local starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum WebuiKind {
-    /// docker/demo-webui: the A1111 API stand-in; starts in a second, needs no GPU or model.
-    Demo,
-    /// The real AUTOMATIC1111 v1.10.1, prepared by `cargo xtask a1111` on first use.
-    A1111,
-}
-
-#[derive(clap::Args)]
-pub struct RunLocalArgs {
-    /// The WebUI: the demo, or the real A1111 (prepared on first use; A1111_SOURCE names a
-    /// source tarball when GitHub cannot be reached)
-    #[arg(long, value_enum, default_value_t = WebuiKind::Demo, conflicts_with = "webui_dir")]
-    webui: WebuiKind,
-    /// The job, as RunPod sends it: {"input": {...}} [default: docker/test_input.json]
-    #[arg(long, value_name = "FILE")]
-    input: Option<PathBuf>,
-    /// The WebUI to run: a folder holding webui.py, e.g. an A1111 checkout
-    /// [default: docker/demo-webui, the stand-in that needs no GPU or model]
-    #[arg(long, value_name = "DIR")]
-    webui_dir: Option<PathBuf>,
-    /// Serve runpod's local HTTP API on 127.0.0.1 until Ctrl-C instead of running one job
-    #[arg(long)]
-    serve: bool,
-    /// Port of runpod's local HTTP API, with --serve
-    #[arg(long, value_name = "PORT", default_value_t = 8000)]
-    api_port: u16,
-    /// Folder for the result, the images and the model folders [default: target/run-local]
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-}
+pub use crate::flags::{RunLocalArgs, WebuiKind};
 
 pub fn run(sh: &Shell, args: RunLocalArgs) -> Result<()> {
     let invoked_from = std::env::current_dir().context("reading the current directory")?;

@@ -21,8 +21,7 @@ const LONG_MARKER: &str = "tidy: long because";
 /// The README promises and their tests, one `phrase -> path::test_name` a line.
 pub const PROMISES: &str = "xtask/tidy/promises.txt";
 
-#[derive(clap::Args)]
-pub struct TidyArgs {}
+pub use crate::flags::TidyArgs;
 
 /// The tracked files of a tree, as paths relative to its root.
 pub struct Tree {
