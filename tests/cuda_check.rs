@@ -381,7 +381,7 @@ fn missing_facts_are_skipped_and_said_never_guessed() {
 }
 
 #[test]
-fn rtx_5090_with_the_seeds_old_torch_has_no_kernel_image() {
+fn rtx_5090_with_an_old_torch_has_no_kernel_image() {
     let case = Case::new()
         .devices(RTX_5090)
         .env("FAKE_CUDA_DRIVER_VERSION", "12080")
@@ -717,7 +717,7 @@ fn launch(exe: &Path, mode: CudaCheckMode, timeout: Duration) -> (LaunchVerdict,
 }
 
 #[test]
-fn launch_step_logs_the_seed_lines_and_returns_the_verdict() {
+fn launch_step_logs_the_torch_checks_lines_and_returns_the_verdict() {
     let case = Case::new()
         .devices(H200)
         .facts(&[TORCH_2_11_CU130, &xformers_for("2.11.0+cu130")]);

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import (DEMO_DIR, DEMO_WEBUI, FLAG_CATALOG, PYTHON, SEED_FLAGS, decode_png_b64,
+from conftest import (DEMO_DIR, DEMO_WEBUI, FLAG_CATALOG, PYTHON, WORKER_FLAGS, decode_png_b64,
                       free_port, http, load_module, read_png, start_demo, wait_until)
 
 webui = load_module("demo_webui", DEMO_WEBUI)
@@ -59,7 +59,7 @@ def test_defaults_follow_a1111_paths_and_commandline_args_env_is_appended():
 
 
 def test_unknown_flag_dies_like_argparse(spawn):
-    process = spawn([PYTHON, str(DEMO_WEBUI), *SEED_FLAGS, "--no-such-flag"], cwd=str(DEMO_DIR))
+    process = spawn([PYTHON, str(DEMO_WEBUI), *WORKER_FLAGS, "--no-such-flag"], cwd=str(DEMO_DIR))
     assert process.wait() == 2
     assert "webui.py: error: unrecognized arguments: --no-such-flag" in process.output
     assert "Uvicorn running" not in process.output

@@ -90,7 +90,7 @@ const fn setting(
     }
 }
 
-/// The seed start.sh's flag set, in its order, plus `--server-name 127.0.0.1`.
+/// The flag set of the bash start.sh worker-runtime replaces (xtask/bench/start.sh), in its order, plus `--server-name 127.0.0.1`.
 pub const FLAG_SET: &[WebuiFlag] = &[
     WebuiFlag {
         name: "--xformers",
@@ -108,7 +108,7 @@ pub const FLAG_SET: &[WebuiFlag] = &[
     flag(
         "--skip-python-version-check",
         "No effect with webui.py, which the worker starts: only launch.py checks the Python \
-         version. Kept from the seed's set so a launch.py-based start behaves the same.",
+         version. Kept from the bash start.sh's set so a launch.py-based start behaves the same.",
     ),
     flag(
         "--skip-torch-cuda-test",
@@ -610,7 +610,7 @@ mod tests {
     };
 
     #[test]
-    fn seed_flags_with_port_and_loopback() {
+    fn the_flag_set_with_port_and_loopback() {
         let args = base_args(&config(), CONFIRMED);
         let joined = args.join(" ");
         assert!(joined.starts_with("--xformers --no-half-vae"), "{joined}");

@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: cold start, teardown and memory of worker-runtime against the
-//! seed's start.sh, side by side in one run, written to docs/BENCHMARKS.md and
+//! bash start.sh it replaces (xtask/bench/start.sh), side by side in one run, written to docs/BENCHMARKS.md and
 //! docs/startup-timeline.svg.
 //!
 //! Each round runs every scenario once per launcher, alternating which launcher goes first, so

@@ -40,7 +40,7 @@ enum Task {
     Codegen(flags::CodegenArgs),
     /// Check the tree: no reference outside it, README tables and promises in step with the code.
     Tidy(flags::TidyArgs),
-    /// Measure cold start, teardown and memory against the seed's start.sh.
+    /// Measure cold start, teardown and memory against the bash start.sh it replaces.
     Bench(flags::BenchArgs),
 }
 

@@ -17,7 +17,7 @@ use super::procfs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Launcher {
-    /// The seed's start.sh (xtask/bench/start.sh) with the handler-side wait loop.
+    /// The reference start.sh (xtask/bench/start.sh) with the handler-side wait loop.
     Reference,
     /// target/release/worker-runtime.
     Runtime,
@@ -260,7 +260,7 @@ fn command(setup: &Setup, launcher: Launcher, scenario: Scenario, port: u16) -> 
             format!("{}", setup.webui_delay.as_secs_f64()),
         )
         // runpod's local test mode reads the job from ./test_input.json: both launchers start
-        // the handler with no arguments, as the seed's `python -u /handler.py`.
+        // the handler with no arguments, as the reference start.sh's `python -u /handler.py`.
         .current_dir(&setup.work_dir)
         .stdin(Stdio::null());
     match launcher {
@@ -268,7 +268,7 @@ fn command(setup: &Setup, launcher: Launcher, scenario: Scenario, port: u16) -> 
             command
                 .env("HANDLER_PATH", &setup.reference_handler)
                 .env("BENCH_HANDLER", &setup.handler)
-                // The seed's handler knew the URL (127.0.0.1:3000); worker-runtime passes it in.
+                // The reference's handler knew the URL (127.0.0.1:3000); worker-runtime passes it in.
                 .env("WEBUI_API_URL", format!("http://127.0.0.1:{port}"))
                 // A1111 appends COMMANDLINE_ARGS: loopback, as worker-runtime's --server-name.
                 .env("COMMANDLINE_ARGS", "--server-name 127.0.0.1");
