@@ -87,9 +87,81 @@ pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
         return webuis::run(sh, args.runs.unwrap_or(3), !args.no_write);
     }
     let params = Params::from(&args)?;
+    // `_work` holds the runs' temporary directory until the end.
+    let (setup, _work) = prepare(sh, &args, &params)?;
+
+    // Read with the build, so the page names the code that was measured even if the tree moves on
+    // during the runs.
+    let commit = commit(sh);
+    let load_before = load_average();
+    let started = Instant::now();
+    println!(
+        "bench: {} runs per launcher and scenario; WebUI start-up {:.1} s, SHUTDOWN_GRACE {:.1} s, \
+         cap {:.0} s",
+        params.runs,
+        params.webui_delay.as_secs_f64(),
+        params.grace.as_secs_f64(),
+        params.cap.as_secs_f64()
+    );
+    // Untimed: the first run of a Python program pays for the page cache and bytecode. Skipped by
+    // the smoke run, whose numbers nobody reads.
+    let warm_up = !args.quick;
+    let trials = run_rounds(&setup, &params, warm_up, args.verbose)?;
+    let load_after = load_average();
+    warn_if_handler_was_late(&trials);
+
+    let ctx = RunContext {
+        date: cmd!(sh, "date -u +%Y-%m-%d")
+            .quiet()
+            .read()
+            .unwrap_or_else(|_| "unknown".into()),
+        command: exact_command(),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model: cpu_model(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into()),
+        load_before,
+        load_after,
+        commit,
+        python: python_says(
+            sh,
+            &setup.python,
+            "import platform; print(platform.python_version())",
+        ),
+        runpod: python_says(
+            sh,
+            &setup.python,
+            "import runpod; print(runpod.__version__)",
+        ),
+        tcmalloc: tcmalloc_choice(&trials),
+        runs: params.runs,
+        webui_delay: params.webui_delay,
+        grace: params.grace,
+        cap: params.cap,
+        model_load: MODEL_LOAD,
+        warm_up,
+    };
+    let rows = report::rows(&trials, &ctx);
+    println!("\n{}", report::console(&rows));
+    let startup = report::startup_table(&trials);
+    println!("{startup}");
+    println!(
+        "bench: {} runs in {:.0} s",
+        trials.len() + if warm_up { 2 } else { 0 },
+        started.elapsed().as_secs_f64()
+    );
+    if args.no_write {
+        return Ok(());
+    }
+    write_pages(&trials, &ctx, &rows, &startup, params.webui_delay)
+}
+
+/// The binary, interpreter, WebUI and scripts both launchers run, checked before any run, and
+/// the temporary directory the runs work in.
+fn prepare(sh: &Shell, args: &BenchArgs, params: &Params) -> Result<(Setup, tempfile::TempDir)> {
     let root = crate::project_root();
     let cargo = crate::cargo();
-
     let runtime_bin = match &args.runtime_bin {
         Some(path) => path.clone(),
         None => {
@@ -122,7 +194,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
         reference_handler: root.join("xtask/bench/reference_handler.py"),
         handler: root.join("docker/handler.py"),
         webui_dir,
-        python: python.clone(),
+        python,
         work_dir: work.path().to_path_buf(),
         webui_delay: params.webui_delay,
         model_load: MODEL_LOAD,
@@ -138,31 +210,19 @@ pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
             bail!("{}: missing; the bench needs it", path.display());
         }
     }
+    Ok((setup, work))
+}
 
-    // Read with the build, so the page names the code that was measured even if the tree moves on
-    // during the runs.
-    let commit = commit(sh);
-    let load_before = load_average();
-    let started = Instant::now();
-    println!(
-        "bench: {} runs per launcher and scenario; WebUI start-up {:.1} s, SHUTDOWN_GRACE {:.1} s, \
-         cap {:.0} s",
-        params.runs,
-        params.webui_delay.as_secs_f64(),
-        params.grace.as_secs_f64(),
-        params.cap.as_secs_f64()
-    );
-    // Untimed: the first run of a Python program pays for the page cache and bytecode. Skipped by
-    // the smoke run, whose numbers nobody reads.
-    let warm_up = !args.quick;
+/// The untimed warm-up runs, then every round: both launchers on each scenario, in an order that
+/// alternates from round to round.
+fn run_rounds(setup: &Setup, params: &Params, warm_up: bool, verbose: bool) -> Result<Vec<Trial>> {
     for launcher in [Launcher::Reference, Launcher::Runtime]
         .into_iter()
         .filter(|_| warm_up)
     {
-        let warm = trial::run(&setup, launcher, Scenario::Normal)?;
-        check(&warm, &setup)?;
+        let warm = trial::run(setup, launcher, Scenario::Normal)?;
+        check(&warm, setup)?;
     }
-
     let mut trials: Vec<Trial> = Vec::new();
     let total = params.runs
         * SCENARIOS
@@ -181,8 +241,8 @@ pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
                 if !runs_scenario(launcher, scenario) {
                     continue;
                 }
-                let trial = trial::run(&setup, launcher, scenario)?;
-                check(&trial, &setup)?;
+                let trial = trial::run(setup, launcher, scenario)?;
+                check(&trial, setup)?;
                 println!(
                     "[{:>3}/{total}] round {:>2}  {:<15} {:<23} {}",
                     trials.len() + 1,
@@ -191,84 +251,51 @@ pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
                     scenario.name(),
                     one_line(&trial)
                 );
-                if args.verbose {
+                if verbose {
                     println!("{}\n  marks: {:?}", trial.log_tail(usize::MAX), trial.marks);
                 }
                 trials.push(trial);
             }
         }
     }
-    let load_after = load_average();
-    warn_if_handler_was_late(&trials);
+    Ok(trials)
+}
 
-    let ctx = RunContext {
-        date: cmd!(sh, "date -u +%Y-%m-%d")
-            .quiet()
-            .read()
-            .unwrap_or_else(|_| "unknown".into()),
-        command: exact_command(),
-        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model: cpu_model(),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into()),
-        load_before,
-        load_after,
-        commit,
-        python: cmd!(
-            sh,
-            "{python} -c 'import platform; print(platform.python_version())'"
-        )
+/// One line a Python snippet prints, or "unknown".
+fn python_says(sh: &Shell, python: &Path, code: &str) -> String {
+    cmd!(sh, "{python} -c {code}")
         .quiet()
         .read()
-        .unwrap_or_else(|_| "unknown".into()),
-        runpod: cmd!(sh, "{python} -c 'import runpod; print(runpod.__version__)'")
-            .quiet()
-            .read()
-            .unwrap_or_else(|_| "unknown".into()),
-        tcmalloc: tcmalloc_choice(&trials),
-        runs: params.runs,
-        webui_delay: params.webui_delay,
-        grace: params.grace,
-        cap: params.cap,
-        model_load: MODEL_LOAD,
-        warm_up,
-    };
-    let rows = report::rows(&trials, &ctx);
-    println!("\n{}", report::console(&rows));
-    let startup = report::startup_table(&trials);
-    println!("{startup}");
-    println!(
-        "bench: {} runs in {:.0} s",
-        trials.len() + if warm_up { 2 } else { 0 },
-        started.elapsed().as_secs_f64()
-    );
+        .unwrap_or_else(|_| "unknown".into())
+}
 
-    if args.no_write {
-        return Ok(());
-    }
-    let docs = root.join("docs");
+/// docs/BENCHMARKS.md (its hand-written GPU section kept) and docs/startup-timeline.svg.
+fn write_pages(
+    trials: &[Trial],
+    ctx: &RunContext,
+    rows: &[report::Row],
+    startup: &str,
+    webui_delay: Duration,
+) -> Result<()> {
+    let docs = crate::project_root().join("docs");
     std::fs::create_dir_all(&docs).context("cannot create docs/")?;
     let page_path = docs.join("BENCHMARKS.md");
     let existing = std::fs::read_to_string(&page_path).ok();
     let page = report::page(
-        &rows,
-        &ctx,
-        &report::findings(&trials, &ctx),
-        &report::crash_note(&trials),
-        &startup,
+        rows,
+        ctx,
+        &report::findings(trials, ctx),
+        &report::crash_note(trials),
+        startup,
         existing.as_deref(),
     );
     std::fs::write(&page_path, page)
         .with_context(|| format!("cannot write {}", page_path.display()))?;
-    let (reference, runtime) = timeline_pair(&trials)
+    let (reference, runtime) = timeline_pair(trials)
         .context("no round has a complete normal run of both launchers to draw")?;
     let svg_path = docs.join("startup-timeline.svg");
-    std::fs::write(
-        &svg_path,
-        timeline::svg(reference, runtime, params.webui_delay),
-    )
-    .with_context(|| format!("cannot write {}", svg_path.display()))?;
+    std::fs::write(&svg_path, timeline::svg(reference, runtime, webui_delay))
+        .with_context(|| format!("cannot write {}", svg_path.display()))?;
     println!(
         "bench: wrote {} and {}",
         page_path.display(),
