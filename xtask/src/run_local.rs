@@ -80,60 +80,15 @@ pub fn run(sh: &Shell, args: RunLocalArgs) -> Result<()> {
 
     let layout = Layout::prepare(&out, demo)?;
     let webui_port = free_port()?;
-    let mut command = Command::new(&runtime_bin);
-    command
-        .env("WEBUI_DIR", &webui_dir)
-        .env("WEBUI_PORT", webui_port.to_string())
-        .env("HANDLER_PATH", root.join("docker").join("handler.py"))
-        .env("HANDLER_PYTHON", &python)
-        .env("HANDLER_RESULT_DIR", &layout.results)
-        .env_remove("WORKER_READY_FD")
-        // A job source in the environment would turn runpod's local mode into the real worker.
-        .env_remove("RUNPOD_WEBHOOK_GET_JOB");
-    for (name, default) in [
-        ("MODEL_PATH", layout.model.as_path()),
-        ("CKPT_DIR", layout.checkpoints.as_path()),
-        ("LORA_DIR", layout.loras.as_path()),
-        ("EMBEDDINGS_DIR", layout.embeddings.as_path()),
-    ] {
-        if std::env::var_os(name).is_none() {
-            command.env(name, default);
-        }
-    }
-    if std::env::var_os("CUDA_CHECK").is_none() {
-        command.env("CUDA_CHECK", "off");
-    }
-    if std::env::var_os("WEBUI_DEVICE").is_none() && !has_gpu() {
-        say("no NVIDIA GPU here: WEBUI_DEVICE=cpu");
-        command.env("WEBUI_DEVICE", "cpu");
-    }
-    if let Some(prepared) = &a1111 {
-        prepared.apply(&mut command);
-        // A fresh data folder each run: no earlier run's config.json or overrides.
-        let data_dir = layout.root.join("webui-data");
-        if data_dir.exists() {
-            fs::remove_dir_all(&data_dir)
-                .with_context(|| format!("removing {}", data_dir.display()))?;
-        }
-        prepared.make_data_dir(&data_dir)?;
-        let user_extra = std::env::var("WEBUI_EXTRA_ARGS").unwrap_or_default();
-        command.env(
-            "WEBUI_EXTRA_ARGS",
-            format!(
-                "{user_extra} --data-dir {}",
-                shell_quote(&data_dir.display().to_string())
-            ),
-        );
-    }
-    if std::env::var_os("WEBUI_PYTHON").is_none() {
-        // The demo is standard-library only; an A1111 checkout brings its own venv (webui.sh's).
-        let checkout_python = webui_dir.join("venv").join("bin").join("python");
-        if demo {
-            command.env("WEBUI_PYTHON", "python3");
-        } else if checkout_python.is_file() {
-            command.env("WEBUI_PYTHON", checkout_python);
-        }
-    }
+    let mut command = worker_command(&Worker {
+        runtime_bin: &runtime_bin,
+        webui_dir: &webui_dir,
+        webui_port,
+        python: &python,
+        layout: &layout,
+        a1111: a1111.as_ref(),
+        demo,
+    })?;
     let webui_name = if demo {
         "the demo WebUI (docker/demo-webui)".to_string()
     } else if a1111.is_some() {
@@ -167,28 +122,11 @@ pub fn run(sh: &Shell, args: RunLocalArgs) -> Result<()> {
     let result_file = layout.results.join(format!("{}.json", job.file_stem()));
     let result = read_result(&result_file);
 
-    match status.code() {
-        Some(0) => {}
-        Some(code) => {
-            if let Some(error) = result.as_ref().ok().and_then(job_error) {
-                bail!("the job failed: {error} (worker-runtime exit status {code})");
-            }
-            bail!(
-                "worker-runtime exited with status {code}: {}; its log is above",
-                explain_exit(code)
-            );
-        }
-        None => bail!("worker-runtime was killed by a signal ({status}); its log is above"),
-    }
-    let result = result?;
-    if let Some(error) = job_error(&result) {
-        bail!("the job failed: {error}");
-    }
+    let result = check_outcome(status, result)?;
     say(&format!(
         "job done in {elapsed:.1} s (worker-runtime exit status 0)"
     ));
-    report(&result, &layout)?;
-    Ok(())
+    report(&result, &layout)
 }
 
 /// Files and folders under --out. The model folders stand in for /model.safetensors and the
@@ -402,6 +340,102 @@ fn serve(mut command: Command, api_port: u16, input: &Path, webui_name: &str) ->
         ),
         None => bail!("worker-runtime was killed by a signal ({status})"),
     }
+}
+
+/// What the worker is started with.
+struct Worker<'a> {
+    runtime_bin: &'a Path,
+    webui_dir: &'a Path,
+    webui_port: u16,
+    python: &'a Path,
+    layout: &'a Layout,
+    a1111: Option<&'a a1111::Prepared>,
+    demo: bool,
+}
+
+/// worker-runtime with the settings run-local chooses; what the user already set in the
+/// environment wins, except the paths that keep the run inside its own folder.
+fn worker_command(w: &Worker) -> Result<Command> {
+    let mut command = Command::new(w.runtime_bin);
+    command
+        .env("WEBUI_DIR", w.webui_dir)
+        .env("WEBUI_PORT", w.webui_port.to_string())
+        .env(
+            "HANDLER_PATH",
+            crate::project_root().join("docker").join("handler.py"),
+        )
+        .env("HANDLER_PYTHON", w.python)
+        .env("HANDLER_RESULT_DIR", &w.layout.results)
+        .env_remove("WORKER_READY_FD")
+        // A job source in the environment would turn runpod's local mode into the real worker.
+        .env_remove("RUNPOD_WEBHOOK_GET_JOB");
+    for (name, default) in [
+        ("MODEL_PATH", w.layout.model.as_path()),
+        ("CKPT_DIR", w.layout.checkpoints.as_path()),
+        ("LORA_DIR", w.layout.loras.as_path()),
+        ("EMBEDDINGS_DIR", w.layout.embeddings.as_path()),
+    ] {
+        if std::env::var_os(name).is_none() {
+            command.env(name, default);
+        }
+    }
+    if std::env::var_os("CUDA_CHECK").is_none() {
+        command.env("CUDA_CHECK", "off");
+    }
+    if std::env::var_os("WEBUI_DEVICE").is_none() && !has_gpu() {
+        say("no NVIDIA GPU here: WEBUI_DEVICE=cpu");
+        command.env("WEBUI_DEVICE", "cpu");
+    }
+    if let Some(prepared) = w.a1111 {
+        prepared.apply(&mut command);
+        // A fresh data folder each run: no earlier run's config.json or overrides.
+        let data_dir = w.layout.root.join("webui-data");
+        if data_dir.exists() {
+            fs::remove_dir_all(&data_dir)
+                .with_context(|| format!("removing {}", data_dir.display()))?;
+        }
+        prepared.make_data_dir(&data_dir)?;
+        let user_extra = std::env::var("WEBUI_EXTRA_ARGS").unwrap_or_default();
+        command.env(
+            "WEBUI_EXTRA_ARGS",
+            format!(
+                "{user_extra} --data-dir {}",
+                shell_quote(&data_dir.display().to_string())
+            ),
+        );
+    }
+    if std::env::var_os("WEBUI_PYTHON").is_none() {
+        // The demo is standard-library only; an A1111 checkout brings its own venv (webui.sh's).
+        let checkout_python = w.webui_dir.join("venv").join("bin").join("python");
+        if w.demo {
+            command.env("WEBUI_PYTHON", "python3");
+        } else if checkout_python.is_file() {
+            command.env("WEBUI_PYTHON", checkout_python);
+        }
+    }
+    Ok(command)
+}
+
+/// The job's result when worker-runtime and the job both succeeded, else what went wrong.
+fn check_outcome(status: ExitStatus, result: Result<Value>) -> Result<Value> {
+    match status.code() {
+        Some(0) => {}
+        Some(code) => {
+            if let Some(error) = result.as_ref().ok().and_then(job_error) {
+                bail!("the job failed: {error} (worker-runtime exit status {code})");
+            }
+            bail!(
+                "worker-runtime exited with status {code}: {}; its log is above",
+                explain_exit(code)
+            );
+        }
+        None => bail!("worker-runtime was killed by a signal ({status}); its log is above"),
+    }
+    let result = result?;
+    if let Some(error) = job_error(&result) {
+        bail!("the job failed: {error}");
+    }
+    Ok(result)
 }
 
 /// Runs `command` with this terminal, and waits for it.
