@@ -1,5 +1,5 @@
-//! The docker CLI, as the container tests use it. Every container runs with `--network none`: the
-//! build machines have no bridge network, and the worker must not need one.
+//! The docker CLI, as the container tests use it. Every container runs with `--network none`: a CI
+//! machine may have no bridge network, and the worker must not need one.
 
 use std::io::Write as _;
 use std::process::{Command, Output};

@@ -28,7 +28,7 @@ struct Xtask {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Everything CI checks: fmt, clippy -D warnings, codegen freshness, Rust and Python tests.
+    /// Everything CI checks: fmt, clippy -D warnings, tidy, codegen freshness, Rust and Python tests.
     Ci(flags::CiArgs),
     /// Prepare a real AUTOMATIC1111 (source, Python environment, offline files, test checkpoints).
     A1111(flags::A1111Args),

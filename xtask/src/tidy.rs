@@ -132,6 +132,10 @@ const OUTSIDE: &[(&str, &str)] = &[
         "machines the reader does not know: say what about them matters",
     ),
     (
+        "the build machines",
+        "machines the reader does not know: say what about them matters",
+    ),
+    (
         "a build machine like ours",
         "machines the reader does not know: say what about them matters",
     ),

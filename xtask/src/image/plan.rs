@@ -64,7 +64,7 @@ pub struct DockerBuild {
 }
 
 impl DockerBuild {
-    /// `--network host`: the build machines have no bridge network, and RUN steps may need the
+    /// `--network host`: a CI machine may have no bridge network, and RUN steps may need the
     /// network (apt, pip, git).
     pub fn command<'a>(&self, sh: &'a Shell, context: &Path) -> Cmd<'a> {
         let tag = &self.tag;

@@ -60,10 +60,10 @@ fn references_outside_the_repository_are_found_with_their_line() {
     add(
         &mut tree,
         "src/a.rs",
-        "// fine\n// see ../shared/notes\n// fixed in (issue 6)\n// measured on the lent H200\n// as our build machines do\n",
+        "// fine\n// see ../shared/notes\n// fixed in (issue 6)\n// measured on the lent H200\n// as the build machines do\n// as the seed's start.sh did\n",
     );
     let findings = check(&tree, &facts);
-    assert_eq!(findings.len(), 4, "{findings:#?}");
+    assert_eq!(findings.len(), 5, "{findings:#?}");
     assert!(
         findings[0].starts_with("src/a.rs:2: \"../shared\""),
         "{findings:#?}"
@@ -77,7 +77,11 @@ fn references_outside_the_repository_are_found_with_their_line() {
         "{findings:#?}"
     );
     assert!(
-        findings[3].starts_with("src/a.rs:5: \"our build machines\""),
+        findings[3].starts_with("src/a.rs:5: \"the build machines\""),
+        "{findings:#?}"
+    );
+    assert!(
+        findings[4].starts_with("src/a.rs:6: \"the seed's\""),
         "{findings:#?}"
     );
 }
