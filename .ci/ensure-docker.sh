@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes a Docker engine usable on a build machine like ours (see ../shared/ENVIRONMENT.md): no engine is
-# installed or running there, no registry is reachable, and bridge networking is not available.
+# Makes a Docker engine usable on a bare CI or build machine where no engine is
+# installed or running, no registry is reachable, and bridge networking is not available.
 # Idempotent: installs only what is missing, starts dockerd only when `docker info` fails.
 #
 # Also installs debootstrap: the container tests build their base image with it (no image can be pulled).

@@ -1,3 +1,4 @@
+# tidy: long because the handler is copied into the image as one file; its rules are in sdhandler/.
 """RunPod handler: turns RunPod jobs into calls to the AUTOMATIC1111 WebUI API.
 
 worker-runtime starts it with `<python> -u handler.py <HANDLER_ARGS>`; the arguments are runpod's

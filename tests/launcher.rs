@@ -1,3 +1,4 @@
+// tidy: long because it is a catalogue of launch scenarios, one short test each; helpers are in support/.
 //! End-to-end tests of `worker-runtime`'s launch sequence: the real binary, real Python processes,
 //! real signals. Each test asserts what a user sees: exit status, log lines, and which processes
 //! remain afterwards.
@@ -77,7 +78,7 @@ fn happy_path_logs_the_lifecycle_in_order_and_exits_with_the_handlers_status() {
 }
 
 #[test]
-fn webui_gets_the_seed_flag_set_with_port_and_loopback_and_checked_extra_flags() {
+fn webui_gets_the_worker_flag_set_with_port_and_loopback_and_checked_extra_flags() {
     let fixture = Fixture::new().env("WEBUI_EXTRA_ARGS", "--medvram --precision 'full'");
     let (code, lines) = fixture.run();
     assert_eq!(code, 0, "{}", lines.join("\n"));

@@ -35,10 +35,14 @@ DEMO_DIR = DOCKER_DIR / "demo-webui"
 DEMO_WEBUI = DEMO_DIR / "webui.py"
 HANDLER = DOCKER_DIR / "handler.py"
 FLAG_CATALOG = REPO_ROOT / "runtime" / "src" / "a1111-cmd-flags-v1.10.tsv"
+# The worker-runtime binary: $WORKER_RUNTIME (`cargo xtask ci` sets it), else cargo's debug build
+# in $CARGO_TARGET_DIR (relative to the workspace root, as cargo reads it) or target/.
+RUNTIME = Path(os.environ.get("WORKER_RUNTIME")
+               or REPO_ROOT / (os.environ.get("CARGO_TARGET_DIR") or "target") / "debug" / "worker-runtime")
 # The venv running pytest has runpod installed: the handler runs with the same interpreter.
 PYTHON = sys.executable
-# The seed's WebUI flags (what worker-runtime passes), minus the paths the tests choose.
-SEED_FLAGS = ["--xformers", "--no-half-vae", "--skip-python-version-check",
+# The WebUI flag set worker-runtime passes (runtime::webui_flags::FLAG_SET), minus the paths the tests choose.
+WORKER_FLAGS = ["--xformers", "--no-half-vae", "--skip-python-version-check",
               "--skip-torch-cuda-test", "--skip-install", "--opt-sdp-attention",
               "--disable-safe-unpickle", "--api", "--nowebui", "--skip-version-check",
               "--no-hashing", "--no-download-sd-model"]
@@ -154,7 +158,7 @@ class Demo:
 
 def start_demo(spawn, args=(), env=None, port=0):
     """The demo WebUI as worker-runtime starts it (cwd = its folder), once it listens."""
-    process = spawn([PYTHON, str(DEMO_WEBUI), *SEED_FLAGS, "--server-name", "127.0.0.1",
+    process = spawn([PYTHON, str(DEMO_WEBUI), *WORKER_FLAGS, "--server-name", "127.0.0.1",
                      "--port", str(port), *args], env=env, cwd=str(DEMO_DIR))
     line = process.wait_for_line("Uvicorn running on")
     bound = int(line.split("http://127.0.0.1:")[1].split()[0])
@@ -408,3 +412,13 @@ def control_plane():
     plane = ControlPlane()
     yield plane
     plane.close()
+
+
+def wait_until(predicate, timeout, what):
+    """Waits for a condition instead of sleeping for a guess; fails saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{what} did not happen within {timeout}s")

@@ -1,21 +1,22 @@
 """The whole chain: worker-runtime runs the demo WebUI and docker/handler.py on one job.
 
-Needs the worker-runtime binary: $WORKER_RUNTIME, else target/debug/worker-runtime (`cargo build
--p runtime`). Without it these tests are skipped, saying so.
+Needs the worker-runtime binary (conftest.RUNTIME: `cargo build -p runtime`, or $WORKER_RUNTIME).
+Without it every test here fails and says so: a skip would pass a CI run that never ran them.
 """
 
 import json
-import os
 import shlex
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_DIR, HANDLER, PYTHON, REPO_ROOT, decode_png_b64, free_port
+from conftest import DEMO_DIR, HANDLER, PYTHON, RUNTIME, decode_png_b64, free_port
 
-RUNTIME = Path(os.environ.get("WORKER_RUNTIME") or REPO_ROOT / "target" / "debug" / "worker-runtime")
-pytestmark = pytest.mark.skipif(not RUNTIME.is_file(),
-                                reason=f"{RUNTIME} is not built (cargo build -p runtime)")
+
+@pytest.fixture(autouse=True)
+def runtime_is_built():
+    if not RUNTIME.is_file():
+        pytest.fail(f"{RUNTIME} is not built: run `cargo build -p runtime`, or set WORKER_RUNTIME")
 
 
 def processes_with(marker):

@@ -1,7 +1,8 @@
-"""The seed's /cuda_test.py steps, with torch: the baseline `worker-runtime cuda-check` replaces.
+"""The GPU check the bash start.sh ran at every cold start (/cuda_test.py), with torch: the
+baseline `worker-runtime cuda-check` replaces.
 
 Import torch, check CUDA, read device properties and the arch list, run a 1024x1024 matmul on
-the GPU, try to import xformers. Exit codes as the seed: 0 passed, 1 CUDA works but xformers
+the GPU, try to import xformers. Exit codes as that script's: 0 passed, 1 CUDA works but xformers
 cannot be used, 2 CUDA problems.
 """
 import sys
@@ -40,7 +41,7 @@ try:
     import xformers.ops  # noqa: F401
 
     print(f"xformers {xformers.__version__}")
-except Exception as e:  # the seed treats any failure as "reduced performance"
+except Exception as e:  # that script treats any failure as "reduced performance"
     print(f"⚠ xformers unavailable: {type(e).__name__}: {e}")
     sys.exit(1)
 print(f"🎉 CUDA compatibility test PASSED - {torch.cuda.get_device_name(0)} ready!")

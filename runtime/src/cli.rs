@@ -13,11 +13,7 @@ pub use crate::readiness::ReadyMode;
     version,
     about = "PID 1 of the Stable Diffusion WebUI RunPod worker: checks the GPU, starts the WebUI API, \
              waits until it answers, runs the RunPod handler, and tears everything down.",
-    after_help = "Exit codes: the handler's own status (128+n if signal n killed it), or \
-                  78 bad configuration, 81 WebUI exited before ready, 82 ready timeout, \
-                  83 WebUI died while serving, 84 CUDA check failed (CUDA_CHECK=strict), \
-                  85 a process or the signal handling could not be set up, 86 the model did \
-                  not load, 87 the warm-up generation failed. An empty variable counts as unset."
+    after_help = crate::exit_code::help()
 )]
 pub struct Cli {
     #[command(flatten)]

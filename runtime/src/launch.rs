@@ -1,3 +1,4 @@
+// tidy: long because the launch sequence is one state machine, read top to bottom in its order.
 //! The launch sequence (ARCHITECTURE.md): validate everything, check the GPU, start the WebUI,
 //! start the handler at the readiness gate, open the gate when the API answers, and tear down
 //! when the handler ends, the WebUI dies, or a stop signal arrives.
@@ -427,28 +428,65 @@ impl Lifecycle<'_> {
     }
 
     fn supervise(&mut self, started: Instant, probe: &readiness::Probe) -> u8 {
-        let mut gate = match self.config.handler_start {
+        let gate = match self.config.handler_start {
             HandlerStart::Gate => match self.start_handler(true) {
                 Ok(gate) => gate,
                 Err(code) => return self.shutdown(code),
             },
             HandlerStart::AfterReady => None,
         };
+        let gate = match self.wait_for_ready(started, probe, gate) {
+            Ok(gate) => gate,
+            Err(code) => return code,
+        };
+        let ready = Instant::now();
+        info!(
+            "WebUI API ready in {:.2} s (WEBUI_READY={})",
+            started.elapsed().as_secs_f64(),
+            self.config.webui_ready.name()
+        );
+        if let Some(health) = &self.health {
+            health.ready();
+        }
+        self.report(probe, ready, gate.as_ref());
+        match gate {
+            Some(gate) => open_gate(gate),
+            None => {
+                if let Err(code) = self.start_handler(false) {
+                    return self.shutdown(code);
+                }
+            }
+        }
+
+        self.serve()
+    }
+
+    /// Starting: the WebUI boots, the handler (if started) waits at the gate. The gate back once
+    /// the worker is ready; else everything is torn down and the exit status comes back.
+    fn wait_for_ready(
+        &mut self,
+        started: Instant,
+        probe: &readiness::Probe,
+        gate: Option<Gate>,
+    ) -> Result<Option<Gate>, u8> {
         let ready_deadline = started + self.config.webui_ready_timeout;
         let url = format!("{}{}", self.plan.api_url, readiness::READY_PATH);
 
-        // Starting: the WebUI boots; the handler (if started) waits at the gate.
         loop {
             match self.supervisor.next(Some(ready_deadline)) {
                 Event::Ready => match probe.outcome() {
-                    Outcome::Ready | Outcome::Pending => break,
+                    Outcome::Ready | Outcome::Pending => return Ok(gate),
                     Outcome::ModelFailed(reason) => {
                         error!("the WebUI could not load its checkpoint: {reason}; stopping before any job (WEBUI_READY={})", self.config.webui_ready.name());
-                        return self.fail_before_ready(gate, exit_code::MODEL_LOAD_FAILED, true);
+                        return Err(self.fail_before_ready(
+                            gate,
+                            exit_code::MODEL_LOAD_FAILED,
+                            true,
+                        ));
                     }
                     Outcome::WarmupFailed(reason) => {
                         error!("the warm-up generation failed: {reason}; stopping before any job (WEBUI_READY=warmup)");
-                        return self.fail_before_ready(gate, exit_code::WARMUP_FAILED, true);
+                        return Err(self.fail_before_ready(gate, exit_code::WARMUP_FAILED, true));
                     }
                 },
                 Event::Deadline => {
@@ -465,7 +503,7 @@ impl Lifecycle<'_> {
                         "{waiting_for} within {:.0} s (WEBUI_READY_TIMEOUT); stopping",
                         self.config.webui_ready_timeout.as_secs_f64()
                     );
-                    return self.fail_before_ready(gate, exit_code::READY_TIMEOUT, true);
+                    return Err(self.fail_before_ready(gate, exit_code::READY_TIMEOUT, true));
                 }
                 Event::Exited(Role::Webui, status) => {
                     // Its last lines first: the message below points at them.
@@ -475,48 +513,32 @@ impl Lifecycle<'_> {
                      output above",
                     started.elapsed().as_secs_f64()
                 );
-                    return self.fail_before_ready(
+                    return Err(self.fail_before_ready(
                         gate,
                         exit_code::WEBUI_EXITED_BEFORE_READY,
                         true,
-                    );
+                    ));
                 }
                 Event::Exited(Role::Handler, status) => {
                     warn!("the RunPod handler exited before the WebUI API was ready ({status})");
                     info!("RunPod handler exited, stopping WebUI API...");
-                    return self.shutdown(status.as_exit_code());
+                    return Err(self.shutdown(status.as_exit_code()));
                 }
                 Event::Stop(signal) | Event::Again(signal) => {
                     info!("received {signal} before the WebUI API was ready: stopping");
-                    return self.fail_before_ready(
+                    return Err(self.fail_before_ready(
                         gate,
                         exit_code::from_signal(signal as i32),
                         false,
-                    );
+                    ));
                 }
                 Event::Exited(Role::GpuCheck, _) => {}
             }
         }
-        let ready = Instant::now();
-        info!(
-            "WebUI API ready in {:.2} s (WEBUI_READY={})",
-            started.elapsed().as_secs_f64(),
-            self.config.webui_ready.name()
-        );
-        if let Some(health) = &self.health {
-            health.ready();
-        }
-        self.report(probe, ready, gate.as_ref());
-        match gate.take() {
-            Some(gate) => open_gate(gate),
-            None => {
-                if let Err(code) = self.start_handler(false) {
-                    return self.shutdown(code);
-                }
-            }
-        }
+    }
 
-        // Serving: the handler runs jobs until it exits or is told to stop.
+    /// Serving: the handler runs jobs until it exits or is told to stop.
+    fn serve(&mut self) -> u8 {
         loop {
             match self.supervisor.next(None) {
                 Event::Exited(Role::Handler, status) => {

@@ -1,5 +1,5 @@
-//! The docker CLI, as the container tests use it. Every container runs with `--network none`: the
-//! build machines have no bridge network, and the worker must not need one.
+//! The docker CLI, as the container tests use it. Every container runs with `--network none`: a CI
+//! machine may have no bridge network, and the worker must not need one.
 
 use std::io::Write as _;
 use std::process::{Command, Output};
@@ -86,11 +86,19 @@ impl Container {
 
     /// stdout and stderr together, in the order docker received them.
     pub fn logs(&self) -> String {
-        let out = Command::new("sh")
-            .args(["-c", "docker logs \"$0\" 2>&1", &self.name])
-            .output()
+        use std::io::Read;
+        // One pipe for both streams, as a shell's `2>&1` would give.
+        let (mut reader, writer) = std::io::pipe().expect("a pipe for docker logs");
+        let mut child = Command::new("docker")
+            .args(["logs", &self.name])
+            .stdout(writer.try_clone().expect("a second end of the pipe"))
+            .stderr(writer)
+            .spawn()
             .unwrap_or_else(|e| panic!("cannot run docker logs: {e}"));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).expect("reading docker logs");
+        let _ = child.wait();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Waits until the logs contain `needle`; panics with the logs after `timeout`.

@@ -51,6 +51,13 @@ pub fn root() -> PathBuf {
     runtime.parent().unwrap_or(runtime).to_path_buf()
 }
 
+/// Cargo's target directory, as cargo itself chose it ($CARGO_TARGET_DIR included): the parent
+/// of the tests' scratch folder, `<target>/tmp`.
+pub fn target_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).to_path_buf()
+}
+
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());
@@ -143,7 +150,10 @@ fn base_tag() -> String {
     let recipe = format!(
         "debootstrap --variant=minbase --include={BASE_PACKAGES} {DEBIAN_SUITE} {DEBIAN_MIRROR}"
     );
-    format!("sd-worker-test-base:{:016x}", fnv1a(&[recipe.as_bytes()]))
+    format!(
+        "sd-worker-test-base:{:016x}",
+        cache_key(&[recipe.as_bytes()])
+    )
 }
 
 /// Debian bookworm minbase with python3, imported as an image (no registry can be reached).
@@ -211,7 +221,7 @@ fn ensure_wheelhouse(root: &Path) -> Result<PathBuf, String> {
     let text = std::fs::read(&requirements).map_err(|e| format!("docker/requirements.txt: {e}"))?;
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("container-tests")
-        .join(format!("wheelhouse-{:016x}", fnv1a(&[&text])));
+        .join(format!("wheelhouse-{:016x}", cache_key(&[&text])));
     let complete = dir.join(".complete");
     if complete.exists() {
         return Ok(dir);
@@ -264,7 +274,7 @@ fn ensure_standin(root: &Path, base: &str, wheelhouse: &Path) -> Result<String, 
     }
     let mut parts: Vec<&[u8]> = vec![b"stand-in v1", base.as_bytes()];
     parts.extend(contents.iter().map(Vec::as_slice));
-    let tag = format!("sd-worker-test-webui:{:016x}", fnv1a(&parts));
+    let tag = format!("sd-worker-test-webui:{:016x}", cache_key(&parts));
     if image_exists(&tag) {
         return Ok(tag);
     }
@@ -329,17 +339,21 @@ pub fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
     ))
 }
 
-/// FNV-1a (64 bit) over length-prefixed parts: a stable cache key (std's hasher may change between
-/// Rust releases), not a security measure.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+/// SHA-256 over length-prefixed parts, cut to 64 bits: a stable cache key (std's hasher may
+/// change between Rust releases), not a security measure.
+fn cache_key(parts: &[&[u8]]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
     for part in parts {
-        for byte in (part.len() as u64).to_le_bytes().iter().chain(part.iter()) {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
     }
-    hash
+    let digest = hash.finalize();
+    u64::from_be_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a SHA-256 digest has 32 bytes"),
+    )
 }
 
 /// Removes an image the tests made for one check (ignoring errors: it is only tidying up).

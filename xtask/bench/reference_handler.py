@@ -1,6 +1,6 @@
-"""The handler as the seed's start.sh runs it (`python -u /handler.py`), for `cargo xtask bench`.
+"""The handler as the reference start.sh (xtask/bench/start.sh) runs it (`python -u /handler.py`), for `cargo xtask bench`.
 
-The seed's start.sh never checks that the WebUI is up: existing A1111 RunPod workers do that in the
+That start.sh never checks that the WebUI is up: existing A1111 RunPod workers do that in the
 handler, after its imports and before runpod.serverless.start, with a loop like this one
 (runpod-workers/worker-a1111's wait_for_service): GET /sdapi/v1/sd-models every 0.2 s, any answer
 counts, no time limit. This file is that handler: it loads docker/handler.py as a module (so its

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The reference for `cargo xtask bench`: the seed's start.sh (shared/seeds/000_100cca61b4f14028.txt),
-# the launcher worker-runtime replaces, written from the seed's text. The flow is the seed's and is
+# The reference for `cargo xtask bench`: the bash start.sh the worker shipped before worker-runtime
+# (the launcher worker-runtime replaces), written from its text. The flow is that script's and is
 # kept on purpose, since it is what the bench measures: sequential, the WebUI in the background with
 # `&` and `$!`, the handler in the foreground, then `kill` and `wait`. Nothing checks that the WebUI
 # is up (the handler's own wait loop does, see reference_handler.py), nothing notices a WebUI that
 # dies, and `wait` hangs for ever on a WebUI that ignores SIGTERM.
 #
 # Changes for the bench, none of them to the flow:
-# - paths, interpreters and the port come from the environment, defaulting to the seed's values, so
+# - paths, interpreters and the port come from the environment, defaulting to that script's values, so
 #   the bench can point both launchers at the same demo WebUI, handler, free port and temp folders;
 # - the CUDA test is skipped when CUDA_CHECK=off (the bench machine has no GPU; worker-runtime runs
 #   with CUDA_CHECK=off as well);

@@ -27,19 +27,7 @@ const MODEL_CONFIG: &str = "tiny-sd1.yaml";
 pub const MAIN_CHECKPOINT: &str = "test-a";
 pub const SECOND_CHECKPOINT: &str = "test-b";
 
-#[derive(clap::Args, Clone, Default)]
-pub struct A1111Args {
-    /// Source tarball: A1111 v1.10.1 with the repositories it pins and CLIP, checked against the
-    /// project's SHA-256 [default: $A1111_SOURCE; without either, git at the pinned commits]
-    #[arg(long, value_name = "TARBALL")]
-    pub source: Option<PathBuf>,
-    /// Where to prepare it [default: $XDG_CACHE_HOME/sd-worker/a1111, else ~/.cache/sd-worker/a1111]
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-    /// Python for the environment [default: $A1111_PYTHON, else 3.10 where found, else 3.11]
-    #[arg(long, value_name = "PYTHON")]
-    pub python: Option<PathBuf>,
-}
+pub use crate::flags::A1111Args;
 
 /// A prepared WebUI: the settings worker-runtime needs to run it.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
-//! `cargo xtask bench` (issue 6): cold start, teardown and memory of worker-runtime against the
-//! seed's start.sh, side by side in one run, written to docs/BENCHMARKS.md and
+//! `cargo xtask bench`: cold start, teardown and memory of worker-runtime against the
+//! bash start.sh it replaces (xtask/bench/start.sh), side by side in one run, written to docs/BENCHMARKS.md and
 //! docs/startup-timeline.svg.
 //!
 //! Each round runs every scenario once per launcher, alternating which launcher goes first, so
@@ -12,7 +12,7 @@ mod timeline;
 mod trial;
 mod webuis;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,56 +21,7 @@ use xshell::{cmd, Shell};
 use report::Context as RunContext;
 use trial::{Launcher, Outcome, Scenario, Setup, Trial};
 
-#[derive(clap::Args)]
-pub struct BenchArgs {
-    /// Runs per launcher and scenario [default: 10, or 2 with --quick].
-    #[arg(long, value_name = "N")]
-    pub runs: Option<usize>,
-
-    /// A short smoke run that CI calls so the bench cannot rot (about 40 s): 2 runs, a shorter
-    /// WebUI start-up, grace and cap, no warm-up. Its numbers are not for publishing.
-    #[arg(long)]
-    pub quick: bool,
-
-    /// Print the results only; leave docs/BENCHMARKS.md and docs/startup-timeline.svg alone.
-    #[arg(long)]
-    pub no_write: bool,
-
-    /// The demo WebUI's start-up delay in seconds (DEMO_WEBUI_STARTUP_DELAY) [default: 3, or 1.5
-    /// with --quick]. Keep it above the handler's import time, so the handler waits for the WebUI
-    /// as it does in a real worker.
-    #[arg(long, value_name = "SECS")]
-    pub webui_delay: Option<f64>,
-
-    /// worker-runtime's SHUTDOWN_GRACE in seconds [default: 2, or 0.5 with --quick].
-    #[arg(long, value_name = "SECS")]
-    pub grace: Option<f64>,
-
-    /// How long a reference run that never ends by itself goes on, after the crash or after the
-    /// handler's exit, before the bench stops it [default: 10, or 1.5 with --quick].
-    #[arg(long, value_name = "SECS")]
-    pub cap: Option<f64>,
-
-    /// Print every line of every run, timestamped from the launcher's start, and its marks.
-    #[arg(long, short)]
-    pub verbose: bool,
-
-    /// Launch this WebUI directory instead of docker/demo-webui; its webui.py must know the
-    /// demo's knobs (DEMO_WEBUI_STARTUP_DELAY, DEMO_WEBUI_IGNORE_SIGTERM, DEMO_WEBUI_EXIT_AT_START).
-    #[arg(long, value_name = "DIR")]
-    pub webui_dir: Option<PathBuf>,
-
-    /// Measure the real A1111 (prepared by `cargo xtask a1111`) against the demo WebUI instead:
-    /// start-up, model load, first and warm jobs, memory; writes its own section of
-    /// docs/BENCHMARKS.md and docs/startup-timeline-webuis.svg [default runs: 3].
-    #[arg(long)]
-    pub webuis: bool,
-
-    /// Measure this worker-runtime binary instead of building one with
-    /// `cargo build --release -p runtime`.
-    #[arg(long, value_name = "PATH")]
-    pub runtime_bin: Option<PathBuf>,
-}
+pub use crate::flags::BenchArgs;
 
 /// How long the demo's model load takes in the warm-up scenario (A1111's background load, which
 /// runs after its API is up; 3-4 s on an H200).
@@ -131,22 +82,93 @@ fn runs_scenario(launcher: Launcher, scenario: Scenario) -> bool {
     !matches!(scenario, Scenario::NoTcmalloc | Scenario::Warmup) || launcher == Launcher::Runtime
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
     if args.webuis {
-        return webuis::run(args.runs.unwrap_or(3), !args.no_write);
+        return webuis::run(sh, args.runs.unwrap_or(3), !args.no_write);
     }
     let params = Params::from(&args)?;
-    let root = crate::project_root();
-    let sh = Shell::new()?;
-    sh.change_dir(&root);
+    // `_work` holds the runs' temporary directory until the end.
+    let (setup, _work) = prepare(sh, &args, &params)?;
 
+    // Read with the build, so the page names the code that was measured even if the tree moves on
+    // during the runs.
+    let commit = commit(sh);
+    let load_before = load_average();
+    let started = Instant::now();
+    println!(
+        "bench: {} runs per launcher and scenario; WebUI start-up {:.1} s, SHUTDOWN_GRACE {:.1} s, \
+         cap {:.0} s",
+        params.runs,
+        params.webui_delay.as_secs_f64(),
+        params.grace.as_secs_f64(),
+        params.cap.as_secs_f64()
+    );
+    // Untimed: the first run of a Python program pays for the page cache and bytecode. Skipped by
+    // the smoke run, whose numbers nobody reads.
+    let warm_up = !args.quick;
+    let trials = run_rounds(&setup, &params, warm_up, args.verbose)?;
+    let load_after = load_average();
+    warn_if_handler_was_late(&trials);
+
+    let ctx = RunContext {
+        date: cmd!(sh, "date -u +%Y-%m-%d")
+            .quiet()
+            .read()
+            .unwrap_or_else(|_| "unknown".into()),
+        command: exact_command(),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model: cpu_model(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into()),
+        load_before,
+        load_after,
+        commit,
+        python: python_says(
+            sh,
+            &setup.python,
+            "import platform; print(platform.python_version())",
+        ),
+        runpod: python_says(
+            sh,
+            &setup.python,
+            "import runpod; print(runpod.__version__)",
+        ),
+        tcmalloc: tcmalloc_choice(&trials),
+        runs: params.runs,
+        webui_delay: params.webui_delay,
+        grace: params.grace,
+        cap: params.cap,
+        model_load: MODEL_LOAD,
+        warm_up,
+    };
+    let rows = report::rows(&trials, &ctx);
+    println!("\n{}", report::console(&rows));
+    let startup = report::startup_table(&trials);
+    println!("{startup}");
+    println!(
+        "bench: {} runs in {:.0} s",
+        trials.len() + if warm_up { 2 } else { 0 },
+        started.elapsed().as_secs_f64()
+    );
+    if args.no_write {
+        return Ok(());
+    }
+    write_pages(&trials, &ctx, &rows, &startup, params.webui_delay)
+}
+
+/// The binary, interpreter, WebUI and scripts both launchers run, checked before any run, and
+/// the temporary directory the runs work in.
+fn prepare(sh: &Shell, args: &BenchArgs, params: &Params) -> Result<(Setup, tempfile::TempDir)> {
+    let root = crate::project_root();
+    let cargo = crate::cargo();
     let runtime_bin = match &args.runtime_bin {
         Some(path) => path.clone(),
         None => {
-            cmd!(sh, "cargo build --release --quiet -p runtime")
+            cmd!(sh, "{cargo} build --release --quiet -p runtime")
                 .run()
                 .context("building worker-runtime for the bench")?;
-            root.join("target/release/worker-runtime")
+            crate::target_dir().join("release/worker-runtime")
         }
     };
     if !runtime_bin.is_file() {
@@ -154,7 +176,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     // One interpreter for the WebUI and the handler: the project's .venv, which has the runpod
     // SDK (docker/requirements.txt); created or updated here when needed.
-    let python = crate::python_env::ensure_venv(&sh)?;
+    let python = crate::python_env::ensure_venv(sh)?;
     let webui_dir = args
         .webui_dir
         .clone()
@@ -172,7 +194,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         reference_handler: root.join("xtask/bench/reference_handler.py"),
         handler: root.join("docker/handler.py"),
         webui_dir,
-        python: python.clone(),
+        python,
         work_dir: work.path().to_path_buf(),
         webui_delay: params.webui_delay,
         model_load: MODEL_LOAD,
@@ -188,31 +210,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
             bail!("{}: missing; the bench needs it", path.display());
         }
     }
+    Ok((setup, work))
+}
 
-    // Read with the build, so the page names the code that was measured even if the tree moves on
-    // during the runs.
-    let commit = commit(&sh);
-    let load_before = load_average();
-    let started = Instant::now();
-    println!(
-        "bench: {} runs per launcher and scenario; WebUI start-up {:.1} s, SHUTDOWN_GRACE {:.1} s, \
-         cap {:.0} s",
-        params.runs,
-        params.webui_delay.as_secs_f64(),
-        params.grace.as_secs_f64(),
-        params.cap.as_secs_f64()
-    );
-    // Untimed: the first run of a Python program pays for the page cache and bytecode. Skipped by
-    // the smoke run, whose numbers nobody reads.
-    let warm_up = !args.quick;
+/// The untimed warm-up runs, then every round: both launchers on each scenario, in an order that
+/// alternates from round to round.
+fn run_rounds(setup: &Setup, params: &Params, warm_up: bool, verbose: bool) -> Result<Vec<Trial>> {
     for launcher in [Launcher::Reference, Launcher::Runtime]
         .into_iter()
         .filter(|_| warm_up)
     {
-        let warm = trial::run(&setup, launcher, Scenario::Normal)?;
-        check(&warm, &setup)?;
+        let warm = trial::run(setup, launcher, Scenario::Normal)?;
+        check(&warm, setup)?;
     }
-
     let mut trials: Vec<Trial> = Vec::new();
     let total = params.runs
         * SCENARIOS
@@ -231,8 +241,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 if !runs_scenario(launcher, scenario) {
                     continue;
                 }
-                let trial = trial::run(&setup, launcher, scenario)?;
-                check(&trial, &setup)?;
+                let trial = trial::run(setup, launcher, scenario)?;
+                check(&trial, setup)?;
                 println!(
                     "[{:>3}/{total}] round {:>2}  {:<15} {:<23} {}",
                     trials.len() + 1,
@@ -241,84 +251,51 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     scenario.name(),
                     one_line(&trial)
                 );
-                if args.verbose {
+                if verbose {
                     println!("{}\n  marks: {:?}", trial.log_tail(usize::MAX), trial.marks);
                 }
                 trials.push(trial);
             }
         }
     }
-    let load_after = load_average();
-    warn_if_handler_was_late(&trials);
+    Ok(trials)
+}
 
-    let ctx = RunContext {
-        date: cmd!(sh, "date -u +%Y-%m-%d")
-            .quiet()
-            .read()
-            .unwrap_or_else(|_| "unknown".into()),
-        command: exact_command(),
-        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model: cpu_model(),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into()),
-        load_before,
-        load_after,
-        commit,
-        python: cmd!(
-            sh,
-            "{python} -c 'import platform; print(platform.python_version())'"
-        )
+/// One line a Python snippet prints, or "unknown".
+fn python_says(sh: &Shell, python: &Path, code: &str) -> String {
+    cmd!(sh, "{python} -c {code}")
         .quiet()
         .read()
-        .unwrap_or_else(|_| "unknown".into()),
-        runpod: cmd!(sh, "{python} -c 'import runpod; print(runpod.__version__)'")
-            .quiet()
-            .read()
-            .unwrap_or_else(|_| "unknown".into()),
-        tcmalloc: tcmalloc_choice(&trials),
-        runs: params.runs,
-        webui_delay: params.webui_delay,
-        grace: params.grace,
-        cap: params.cap,
-        model_load: MODEL_LOAD,
-        warm_up,
-    };
-    let rows = report::rows(&trials, &ctx);
-    println!("\n{}", report::console(&rows));
-    let startup = report::startup_table(&trials);
-    println!("{startup}");
-    println!(
-        "bench: {} runs in {:.0} s",
-        trials.len() + if warm_up { 2 } else { 0 },
-        started.elapsed().as_secs_f64()
-    );
+        .unwrap_or_else(|_| "unknown".into())
+}
 
-    if args.no_write {
-        return Ok(());
-    }
-    let docs = root.join("docs");
+/// docs/BENCHMARKS.md (its hand-written GPU section kept) and docs/startup-timeline.svg.
+fn write_pages(
+    trials: &[Trial],
+    ctx: &RunContext,
+    rows: &[report::Row],
+    startup: &str,
+    webui_delay: Duration,
+) -> Result<()> {
+    let docs = crate::project_root().join("docs");
     std::fs::create_dir_all(&docs).context("cannot create docs/")?;
     let page_path = docs.join("BENCHMARKS.md");
     let existing = std::fs::read_to_string(&page_path).ok();
     let page = report::page(
-        &rows,
-        &ctx,
-        &report::findings(&trials, &ctx),
-        &report::crash_note(&trials),
-        &startup,
+        rows,
+        ctx,
+        &report::findings(trials, ctx),
+        &report::crash_note(trials),
+        startup,
         existing.as_deref(),
     );
     std::fs::write(&page_path, page)
         .with_context(|| format!("cannot write {}", page_path.display()))?;
-    let (reference, runtime) = timeline_pair(&trials)
+    let (reference, runtime) = timeline_pair(trials)
         .context("no round has a complete normal run of both launchers to draw")?;
     let svg_path = docs.join("startup-timeline.svg");
-    std::fs::write(
-        &svg_path,
-        timeline::svg(reference, runtime, params.webui_delay),
-    )
-    .with_context(|| format!("cannot write {}", svg_path.display()))?;
+    std::fs::write(&svg_path, timeline::svg(reference, runtime, webui_delay))
+        .with_context(|| format!("cannot write {}", svg_path.display()))?;
     println!(
         "bench: wrote {} and {}",
         page_path.display(),

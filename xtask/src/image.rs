@@ -1,4 +1,4 @@
-//! `cargo xtask image`: builds the worker's Docker image (issue 5).
+//! `cargo xtask image`: builds the worker's Docker image.
 //!
 //! Two Dockerfiles, two images. docker/Dockerfile.webui is the WebUI image (CUDA base, torch, A1111:
 //! gigabytes, rebuilt rarely); docker/Dockerfile.worker adds the worker layer (worker-runtime, the
@@ -11,9 +11,11 @@
 
 mod base;
 mod plan;
+
+pub use plan::parse_build_arg;
 mod wheelhouse;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -21,62 +23,20 @@ use xshell::Shell;
 
 use plan::{DockerBuild, Plan};
 
-#[derive(clap::Args)]
-pub struct ImageArgs {
-    /// Tag of the worker image. The WebUI image is tagged <name>-webui:<tag>.
-    #[arg(long, default_value = "sd-worker:latest")]
-    pub tag: String,
+pub use crate::flags::ImageArgs;
 
-    /// Add the worker layer to this image (it needs Python and a WebUI) instead of building
-    /// docker/Dockerfile.webui.
-    #[arg(long, value_name = "IMG")]
-    pub webui_image: Option<String>,
-
-    /// The WebUI image's base: any glibc image with Debian's packages (e.g. debian:bookworm-slim),
-    /// or debootstrap:SUITE to build one locally with debootstrap [default: BASE_IMAGE in
-    /// docker/versions.env]
-    #[arg(long, value_name = "IMG")]
-    pub base_image: Option<String>,
-
-    /// A1111 v1.10.1's source tarball (with the repositories it pins and CLIP), checked against
-    /// the project's SHA-256 [default: $A1111_SOURCE; without either, git at the pinned commits]
-    #[arg(long, value_name = "TARBALL")]
-    pub webui_src: Option<PathBuf>,
-
-    /// A checkpoint (.safetensors or .ckpt) to bake into the WebUI image as its MODEL_PATH; a
-    /// .yaml config beside it goes with it.
-    #[arg(long, value_name = "FILE")]
-    pub model: Option<PathBuf>,
-
-    /// A build argument for the Dockerfile(s) that declare it, e.g. MODEL_URL=https://...;
-    /// overrides docker/versions.env. Repeatable.
-    #[arg(long = "build-arg", value_name = "K=V", value_parser = plan::parse_build_arg)]
-    pub build_args: Vec<(String, String)>,
-
-    /// Put this worker-runtime binary in the image instead of building one
-    /// (`cargo build --release -p runtime`).
-    #[arg(long, value_name = "PATH")]
-    pub runtime_bin: Option<PathBuf>,
-
-    /// Print every command and the Dockerfiles it would use, and run nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
-pub fn run(args: ImageArgs) -> Result<()> {
+pub fn run(sh: &Shell, args: ImageArgs) -> Result<()> {
     let root = crate::project_root();
     let plan = Plan::new(&root, &args)?;
     if args.dry_run {
-        print!("{}", plan.dry_run_text(&root)?);
+        print!("{}", plan.dry_run_text(sh, &root)?);
         return Ok(());
     }
-    build(&root, &plan)
+    build(sh, &root, &plan)
 }
 
-fn build(root: &Path, plan: &Plan) -> Result<()> {
-    let sh = Shell::new()?;
-    sh.change_dir(root);
-    check_engine(&sh)?;
+fn build(sh: &Shell, root: &Path, plan: &Plan) -> Result<()> {
+    check_engine(sh)?;
     // Before the builds, which can take long: a missing handler.py should not surface an hour in.
     let missing: Vec<String> = plan
         .webui
@@ -93,7 +53,7 @@ fn build(root: &Path, plan: &Plan) -> Result<()> {
     let mut timings: Vec<(&str, Duration)> = Vec::new();
     if plan.build_runtime {
         let started = Instant::now();
-        plan.cargo_build(&sh).run()?;
+        plan.cargo_build(sh).run()?;
         timings.push(("worker-runtime (cargo, release)", started.elapsed()));
     }
     if !plan.runtime_bin.is_file() {
@@ -146,15 +106,15 @@ fn build(root: &Path, plan: &Plan) -> Result<()> {
             }
         }
         let started = Instant::now();
-        run_docker_build_with(&sh, root, &webui, |context| stage_webui(plan, context))?;
+        run_docker_build_with(sh, root, &webui, |context| stage_webui(plan, context))?;
         drop(server);
         timings.push(("WebUI image (docker build)", started.elapsed()));
     }
     let started = Instant::now();
-    run_docker_build(&sh, root, &plan.worker)?;
+    run_docker_build(sh, root, &plan.worker)?;
     timings.push(("worker layer (docker build)", started.elapsed()));
 
-    report(&sh, plan, &timings)
+    report(sh, plan, &timings)
 }
 
 /// Stages the build's context in a temporary directory (only the files it needs, so the context sent

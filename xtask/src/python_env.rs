@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 /// The files whose packages the venv holds, relative to the project root.
@@ -82,50 +83,21 @@ fn runs(python: &Path) -> bool {
 
 /// What the stamp must say for the venv to be current: a hash of every requirements file.
 fn requirements_stamp(root: &Path) -> Result<String> {
-    let mut hash = Fnv1a::new();
+    let mut hash = Sha256::new();
     for name in REQUIREMENTS {
         let path = root.join(name);
         let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         hash.update(name.as_bytes());
-        hash.update(&[0]);
+        hash.update([0]);
         hash.update(&text);
-        hash.update(&[0]);
+        hash.update([0]);
     }
-    Ok(format!("fnv1a64:{:016x}\n", hash.0))
-}
-
-/// FNV-1a, 64 bits: stable across Rust releases, unlike std's DefaultHasher, and no dependency.
-struct Fnv1a(u64);
-
-impl Fnv1a {
-    fn new() -> Self {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
+    Ok(format!("sha256:{:x}\n", hash.finalize()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv1a_matches_the_reference_values() {
-        let mut empty = Fnv1a::new();
-        empty.update(b"");
-        assert_eq!(empty.0, 0xcbf2_9ce4_8422_2325);
-        let mut a = Fnv1a::new();
-        a.update(b"a");
-        assert_eq!(a.0, 0xaf63_dc4c_8601_ec8c);
-        let mut foobar = Fnv1a::new();
-        foobar.update(b"foobar");
-        assert_eq!(foobar.0, 0x8594_4171_f739_67e8);
-    }
 
     #[test]
     fn stamp_changes_when_a_requirements_file_changes() -> Result<()> {

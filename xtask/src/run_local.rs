@@ -15,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::{signal, SigHandler, Signal};
 use runtime::exit_code;
 use serde_json::Value;
 use xshell::{cmd, Shell};
@@ -28,40 +29,9 @@ const MAX_INLINE_JOB: usize = 64 * 1024;
 /// runpod's local test mode names the job this when the input has no "id".
 const DEFAULT_JOB_ID: &str = "local_test";
 
-/// Which WebUI run-local starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum WebuiKind {
-    /// docker/demo-webui: the A1111 API stand-in; starts in a second, needs no GPU or model.
-    Demo,
-    /// The real AUTOMATIC1111 v1.10.1, prepared by `cargo xtask a1111` on first use.
-    A1111,
-}
+pub use crate::flags::{RunLocalArgs, WebuiKind};
 
-#[derive(clap::Args)]
-pub struct RunLocalArgs {
-    /// The WebUI: the demo, or the real A1111 (prepared on first use; A1111_SOURCE names a
-    /// source tarball when GitHub cannot be reached)
-    #[arg(long, value_enum, default_value_t = WebuiKind::Demo, conflicts_with = "webui_dir")]
-    webui: WebuiKind,
-    /// The job, as RunPod sends it: {"input": {...}} [default: docker/test_input.json]
-    #[arg(long, value_name = "FILE")]
-    input: Option<PathBuf>,
-    /// The WebUI to run: a folder holding webui.py, e.g. an A1111 checkout
-    /// [default: docker/demo-webui, the stand-in that needs no GPU or model]
-    #[arg(long, value_name = "DIR")]
-    webui_dir: Option<PathBuf>,
-    /// Serve runpod's local HTTP API on 127.0.0.1 until Ctrl-C instead of running one job
-    #[arg(long)]
-    serve: bool,
-    /// Port of runpod's local HTTP API, with --serve
-    #[arg(long, value_name = "PORT", default_value_t = 8000)]
-    api_port: u16,
-    /// Folder for the result, the images and the model folders [default: target/run-local]
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-}
-
-pub fn run(args: RunLocalArgs) -> Result<()> {
+pub fn run(sh: &Shell, args: RunLocalArgs) -> Result<()> {
     let invoked_from = std::env::current_dir().context("reading the current directory")?;
     let absolute = |p: PathBuf| {
         if p.is_absolute() {
@@ -99,12 +69,10 @@ pub fn run(args: RunLocalArgs) -> Result<()> {
         .unwrap_or_else(|| root.join("docker").join("test_input.json"));
     let job = read_job(&input_path)?;
 
-    let sh = Shell::new()?;
-    sh.change_dir(&root);
     say("preparing the Python environment (.venv)");
-    let python = ensure_venv(&sh)?;
+    let python = ensure_venv(sh)?;
     say("building worker-runtime");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let cargo = crate::cargo();
     cmd!(sh, "{cargo} build --quiet -p runtime --bin worker-runtime")
         .run()
         .context("cargo build -p runtime failed")?;
@@ -112,60 +80,15 @@ pub fn run(args: RunLocalArgs) -> Result<()> {
 
     let layout = Layout::prepare(&out, demo)?;
     let webui_port = free_port()?;
-    let mut command = Command::new(&runtime_bin);
-    command
-        .env("WEBUI_DIR", &webui_dir)
-        .env("WEBUI_PORT", webui_port.to_string())
-        .env("HANDLER_PATH", root.join("docker").join("handler.py"))
-        .env("HANDLER_PYTHON", &python)
-        .env("HANDLER_RESULT_DIR", &layout.results)
-        .env_remove("WORKER_READY_FD")
-        // A job source in the environment would turn runpod's local mode into the real worker.
-        .env_remove("RUNPOD_WEBHOOK_GET_JOB");
-    for (name, default) in [
-        ("MODEL_PATH", layout.model.as_path()),
-        ("CKPT_DIR", layout.checkpoints.as_path()),
-        ("LORA_DIR", layout.loras.as_path()),
-        ("EMBEDDINGS_DIR", layout.embeddings.as_path()),
-    ] {
-        if std::env::var_os(name).is_none() {
-            command.env(name, default);
-        }
-    }
-    if std::env::var_os("CUDA_CHECK").is_none() {
-        command.env("CUDA_CHECK", "off");
-    }
-    if std::env::var_os("WEBUI_DEVICE").is_none() && !has_gpu() {
-        say("no NVIDIA GPU here: WEBUI_DEVICE=cpu");
-        command.env("WEBUI_DEVICE", "cpu");
-    }
-    if let Some(prepared) = &a1111 {
-        prepared.apply(&mut command);
-        // A fresh data folder each run: no earlier run's config.json or overrides.
-        let data_dir = layout.root.join("webui-data");
-        if data_dir.exists() {
-            fs::remove_dir_all(&data_dir)
-                .with_context(|| format!("removing {}", data_dir.display()))?;
-        }
-        prepared.make_data_dir(&data_dir)?;
-        let user_extra = std::env::var("WEBUI_EXTRA_ARGS").unwrap_or_default();
-        command.env(
-            "WEBUI_EXTRA_ARGS",
-            format!(
-                "{user_extra} --data-dir {}",
-                shell_quote(&data_dir.display().to_string())
-            ),
-        );
-    }
-    if std::env::var_os("WEBUI_PYTHON").is_none() {
-        // The demo is standard-library only; an A1111 checkout brings its own venv (webui.sh's).
-        let checkout_python = webui_dir.join("venv").join("bin").join("python");
-        if demo {
-            command.env("WEBUI_PYTHON", "python3");
-        } else if checkout_python.is_file() {
-            command.env("WEBUI_PYTHON", checkout_python);
-        }
-    }
+    let mut command = worker_command(&Worker {
+        runtime_bin: &runtime_bin,
+        webui_dir: &webui_dir,
+        webui_port,
+        python: &python,
+        layout: &layout,
+        a1111: a1111.as_ref(),
+        demo,
+    })?;
     let webui_name = if demo {
         "the demo WebUI (docker/demo-webui)".to_string()
     } else if a1111.is_some() {
@@ -199,28 +122,11 @@ pub fn run(args: RunLocalArgs) -> Result<()> {
     let result_file = layout.results.join(format!("{}.json", job.file_stem()));
     let result = read_result(&result_file);
 
-    match status.code() {
-        Some(0) => {}
-        Some(code) => {
-            if let Some(error) = result.as_ref().ok().and_then(job_error) {
-                bail!("the job failed: {error} (worker-runtime exit status {code})");
-            }
-            bail!(
-                "worker-runtime exited with status {code}: {}; its log is above",
-                explain_exit(code)
-            );
-        }
-        None => bail!("worker-runtime was killed by a signal ({status}); its log is above"),
-    }
-    let result = result?;
-    if let Some(error) = job_error(&result) {
-        bail!("the job failed: {error}");
-    }
+    let result = check_outcome(status, result)?;
     say(&format!(
         "job done in {elapsed:.1} s (worker-runtime exit status 0)"
     ));
-    report(&result, &layout)?;
-    Ok(())
+    report(&result, &layout)
 }
 
 /// Files and folders under --out. The model folders stand in for /model.safetensors and the
@@ -436,6 +342,102 @@ fn serve(mut command: Command, api_port: u16, input: &Path, webui_name: &str) ->
     }
 }
 
+/// What the worker is started with.
+struct Worker<'a> {
+    runtime_bin: &'a Path,
+    webui_dir: &'a Path,
+    webui_port: u16,
+    python: &'a Path,
+    layout: &'a Layout,
+    a1111: Option<&'a a1111::Prepared>,
+    demo: bool,
+}
+
+/// worker-runtime with the settings run-local chooses; what the user already set in the
+/// environment wins, except the paths that keep the run inside its own folder.
+fn worker_command(w: &Worker) -> Result<Command> {
+    let mut command = Command::new(w.runtime_bin);
+    command
+        .env("WEBUI_DIR", w.webui_dir)
+        .env("WEBUI_PORT", w.webui_port.to_string())
+        .env(
+            "HANDLER_PATH",
+            crate::project_root().join("docker").join("handler.py"),
+        )
+        .env("HANDLER_PYTHON", w.python)
+        .env("HANDLER_RESULT_DIR", &w.layout.results)
+        .env_remove("WORKER_READY_FD")
+        // A job source in the environment would turn runpod's local mode into the real worker.
+        .env_remove("RUNPOD_WEBHOOK_GET_JOB");
+    for (name, default) in [
+        ("MODEL_PATH", w.layout.model.as_path()),
+        ("CKPT_DIR", w.layout.checkpoints.as_path()),
+        ("LORA_DIR", w.layout.loras.as_path()),
+        ("EMBEDDINGS_DIR", w.layout.embeddings.as_path()),
+    ] {
+        if std::env::var_os(name).is_none() {
+            command.env(name, default);
+        }
+    }
+    if std::env::var_os("CUDA_CHECK").is_none() {
+        command.env("CUDA_CHECK", "off");
+    }
+    if std::env::var_os("WEBUI_DEVICE").is_none() && !has_gpu() {
+        say("no NVIDIA GPU here: WEBUI_DEVICE=cpu");
+        command.env("WEBUI_DEVICE", "cpu");
+    }
+    if let Some(prepared) = w.a1111 {
+        prepared.apply(&mut command);
+        // A fresh data folder each run: no earlier run's config.json or overrides.
+        let data_dir = w.layout.root.join("webui-data");
+        if data_dir.exists() {
+            fs::remove_dir_all(&data_dir)
+                .with_context(|| format!("removing {}", data_dir.display()))?;
+        }
+        prepared.make_data_dir(&data_dir)?;
+        let user_extra = std::env::var("WEBUI_EXTRA_ARGS").unwrap_or_default();
+        command.env(
+            "WEBUI_EXTRA_ARGS",
+            format!(
+                "{user_extra} --data-dir {}",
+                shell_quote(&data_dir.display().to_string())
+            ),
+        );
+    }
+    if std::env::var_os("WEBUI_PYTHON").is_none() {
+        // The demo is standard-library only; an A1111 checkout brings its own venv (webui.sh's).
+        let checkout_python = w.webui_dir.join("venv").join("bin").join("python");
+        if w.demo {
+            command.env("WEBUI_PYTHON", "python3");
+        } else if checkout_python.is_file() {
+            command.env("WEBUI_PYTHON", checkout_python);
+        }
+    }
+    Ok(command)
+}
+
+/// The job's result when worker-runtime and the job both succeeded, else what went wrong.
+fn check_outcome(status: ExitStatus, result: Result<Value>) -> Result<Value> {
+    match status.code() {
+        Some(0) => {}
+        Some(code) => {
+            if let Some(error) = result.as_ref().ok().and_then(job_error) {
+                bail!("the job failed: {error} (worker-runtime exit status {code})");
+            }
+            bail!(
+                "worker-runtime exited with status {code}: {}; its log is above",
+                explain_exit(code)
+            );
+        }
+        None => bail!("worker-runtime was killed by a signal ({status}); its log is above"),
+    }
+    let result = result?;
+    if let Some(error) = job_error(&result) {
+        bail!("the job failed: {error}");
+    }
+    Ok(result)
+}
+
 /// Runs `command` with this terminal, and waits for it.
 fn run_foreground(mut command: Command) -> Result<ExitStatus> {
     let mut child = command
@@ -445,26 +447,21 @@ fn run_foreground(mut command: Command) -> Result<ExitStatus> {
     // Ignoring it here lets xtask wait for that and report, instead of exiting first and leaving
     // the teardown's lines to trail after the shell prompt. The child was already exec'd with the
     // default disposition, so it is not affected.
-    // SAFETY: signal(2) with SIG_IGN and the previous disposition installs no Rust handler.
-    let previous = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    // SAFETY: SIG_IGN and the previous disposition install no Rust handler.
+    let previous = unsafe { signal(Signal::SIGINT, SigHandler::SigIgn) };
     let status = child.wait();
-    if previous != libc::SIG_ERR {
+    if let Ok(previous) = previous {
         // SAFETY: as above; restores what was there.
-        unsafe { libc::signal(libc::SIGINT, previous) };
+        let _ = unsafe { signal(Signal::SIGINT, previous) };
     }
     status.context("waiting for worker-runtime")
 }
 
 fn explain_exit(code: i32) -> &'static str {
-    match u8::try_from(code) {
-        Ok(exit_code::BAD_CONFIG) => "bad configuration",
-        Ok(exit_code::WEBUI_EXITED_BEFORE_READY) => "the WebUI exited before its API was ready",
-        Ok(exit_code::READY_TIMEOUT) => "the WebUI API did not become ready in time",
-        Ok(exit_code::WEBUI_DIED) => "the WebUI died while the handler was serving",
-        Ok(exit_code::CUDA_CHECK_FAILED) => "the CUDA check failed",
-        Ok(exit_code::SPAWN_FAILED) => "a process could not be started",
-        _ => "the handler's own exit status",
-    }
+    u8::try_from(code)
+        .ok()
+        .and_then(exit_code::meaning)
+        .unwrap_or("the handler's own exit status")
 }
 
 /// Whether an NVIDIA GPU is visible (its driver's control device exists).
@@ -484,34 +481,25 @@ fn free_port() -> Result<u16> {
 
 /// One POSIX shell word, as worker-runtime splits HANDLER_ARGS.
 fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
+    shell_words::quote(text).into_owned()
 }
 
-/// Standard or URL-safe base64, padding optional, a data: URL prefix allowed.
+/// Standard or URL-safe base64, padding optional, line breaks and a data: URL prefix allowed.
 fn decode_base64(text: &str) -> Result<Vec<u8>> {
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::{DecodePaddingMode, Engine};
+    let any_padding =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     let text = text.split_once("base64,").map_or(text, |(_, data)| data);
-    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 3);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for byte in text.bytes() {
-        let value = match byte {
-            b'A'..=b'Z' => byte - b'A',
-            b'a'..=b'z' => byte - b'a' + 26,
-            b'0'..=b'9' => byte - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            b'\r' | b'\n' => continue,
-            _ => bail!("not base64 (byte {byte:#04x})"),
-        };
-        acc = (acc << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
+    let text: String = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+    let alphabet = if text.contains(['-', '_']) {
+        &base64::alphabet::URL_SAFE
+    } else {
+        &base64::alphabet::STANDARD
+    };
+    GeneralPurpose::new(alphabet, any_padding)
+        .decode(&text)
+        .context("not base64")
 }
 
 /// (width, height) from a PNG's IHDR.
@@ -552,10 +540,9 @@ mod tests {
 
     #[test]
     fn shell_quote_survives_single_quotes() {
-        assert_eq!(
-            shell_quote(r#"{"prompt": "it's"}"#),
-            r#"'{"prompt": "it'\''s"}'"#
-        );
+        let job = r#"{"prompt": "it's"}"#;
+        let words = shell_words::split(&format!("--test_input {}", shell_quote(job)));
+        assert_eq!(words.expect("splits"), ["--test_input", job]);
     }
 
     #[test]

@@ -212,7 +212,7 @@ mod tests {
         "sm_120",
         "compute_120",
     ];
-    // Measured on the lent H200 (torch 2.11.0+cu130).
+    // Measured on an H200 (torch 2.11.0+cu130).
     const TORCH_2_11_CU130: &[&str] = &["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"];
     // A custom build that ships Ampere code plus PTX for newer GPUs.
     const AMPERE_PLUS_PTX: &[&str] = &["sm_80", "compute_80"];

@@ -1,9 +1,10 @@
+// tidy: long because the six checks' rules are read side by side; a third of it is their unit tests.
 //! The six checks: turn what the driver said (`probe`) and what the image was built with
 //! (`facts`) into pass / warn / fail / skip lines with reasons and fixes. Pure: no I/O.
 
 use super::arch::{self, Capability, Coverage};
 use super::driver::{self as drv, CuError};
-use super::facts::{FactsState, ImageFacts};
+use super::facts::{FactsState, ImageFacts, XformersFacts};
 use super::gpu_op::GpuOpError;
 use super::probe::{DeviceInfo, Loaded, Probe};
 use super::report::{Check, Status};
@@ -547,62 +548,17 @@ fn check_xformers(gpu0: Option<&DeviceInfo>, facts: &FactsState) -> (Check, bool
             )
         }
     };
-    let torch_version = f.torch.as_ref().map(|t| t.version.as_str());
-    // PyTorch's wheel index names CUDA flavours cuXYZ: "12.8" -> cu128.
-    let flavour = f
-        .torch
-        .as_ref()
-        .and_then(|t| t.cuda.as_deref())
-        .and_then(parse_cuda)
-        .map(|(major, minor)| format!("cu{major}{minor}"))
-        .unwrap_or_else(|| "cuXYZ".into());
-    let matching_wheel = format!(
-        "install the xformers wheel built for torch {} (pip install xformers --index-url https://download.pytorch.org/whl/{flavour})",
-        torch_version.unwrap_or("<the image's version>")
-    );
     let Some(x) = &f.xformers else {
         let why = f.xformers_error.as_deref().unwrap_or("not installed");
         return warn(
             format!("xformers is not in the image ({why})"),
-            matching_wheel,
+            matching_wheel(f),
         );
     };
+    if let Some(problem) = xformers_problem(f, x, gpu) {
+        return warn(problem, matching_wheel(f));
+    }
     let version = x.version.as_deref().unwrap_or("(unknown version)");
-    if !x.ops_import {
-        return warn(
-            format!(
-                "xformers {version} is installed but `import xformers.ops` fails ({})",
-                x.ops_error.as_deref().unwrap_or("no reason recorded")
-            ),
-            matching_wheel,
-        );
-    }
-    if let (Some(built), Some(have)) = (&x.built_for_torch, torch_version) {
-        if built != have {
-            return warn(
-                format!("xformers {version} was built for torch {built}, the image has torch {have}: its CUDA kernels do not load"),
-                matching_wheel,
-            );
-        }
-    }
-    if let Some(e) = &x.cpp_library_error {
-        return warn(
-            format!("xformers {version} cannot load its C++/CUDA extension ({e})"),
-            matching_wheel,
-        );
-    }
-    if let Some(list) = x.arch_list.as_deref().filter(|l| !l.trim().is_empty()) {
-        if arch::coverage(cc, &arch::parse_cuda_arch_list(list)) == Coverage::Missing {
-            return warn(
-                format!(
-                    "xformers {version} has no kernels for {} ({}): built for {list}",
-                    gpu.name,
-                    cc.sm_name()
-                ),
-                matching_wheel,
-            );
-        }
-    }
     (
         Check::new(
             ID,
@@ -618,6 +574,56 @@ fn check_xformers(gpu0: Option<&DeviceInfo>, facts: &FactsState) -> (Check, bool
             ),
         ),
         true,
+    )
+}
+
+/// What keeps an installed xformers from working on this GPU, if anything: the first of an
+/// import that fails, a build for another torch, a C++/CUDA extension that does not load, or no
+/// kernels for this compute capability.
+fn xformers_problem(f: &ImageFacts, x: &XformersFacts, gpu: &DeviceInfo) -> Option<String> {
+    let version = x.version.as_deref().unwrap_or("(unknown version)");
+    if !x.ops_import {
+        return Some(format!(
+            "xformers {version} is installed but `import xformers.ops` fails ({})",
+            x.ops_error.as_deref().unwrap_or("no reason recorded")
+        ));
+    }
+    let torch_version = f.torch.as_ref().map(|t| t.version.as_str());
+    if let (Some(built), Some(have)) = (&x.built_for_torch, torch_version) {
+        if built != have {
+            return Some(format!("xformers {version} was built for torch {built}, the image has torch {have}: its CUDA kernels do not load"));
+        }
+    }
+    if let Some(e) = &x.cpp_library_error {
+        return Some(format!(
+            "xformers {version} cannot load its C++/CUDA extension ({e})"
+        ));
+    }
+    let list = x.arch_list.as_deref().filter(|l| !l.trim().is_empty())?;
+    let cc = gpu.capability;
+    (arch::coverage(cc, &arch::parse_cuda_arch_list(list)) == Coverage::Missing).then(|| {
+        format!(
+            "xformers {version} has no kernels for {} ({}): built for {list}",
+            gpu.name,
+            cc.sm_name()
+        )
+    })
+}
+
+/// The fix for any xformers problem: the wheel built for the image's torch and CUDA flavour.
+fn matching_wheel(f: &ImageFacts) -> String {
+    let torch_version = f.torch.as_ref().map(|t| t.version.as_str());
+    // PyTorch's wheel index names CUDA flavours cuXYZ: "12.8" -> cu128.
+    let flavour = f
+        .torch
+        .as_ref()
+        .and_then(|t| t.cuda.as_deref())
+        .and_then(parse_cuda)
+        .map(|(major, minor)| format!("cu{major}{minor}"))
+        .unwrap_or_else(|| "cuXYZ".into());
+    format!(
+        "install the xformers wheel built for torch {} (pip install xformers --index-url https://download.pytorch.org/whl/{flavour})",
+        torch_version.unwrap_or("<the image's version>")
     )
 }
 

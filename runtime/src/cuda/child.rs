@@ -133,7 +133,7 @@ fn conclude(
     }
 }
 
-/// The seed's closing line for a failure in warn mode. In strict mode the launcher stops and says
+/// The torch check's closing line for a failure in warn mode (docs/bench/torch_check.py). In strict mode the launcher stops and says
 /// so itself.
 fn finish(mode: CudaCheckMode, code: u8) {
     if code >= VERDICT_FAILED && mode != CudaCheckMode::Strict {

@@ -55,7 +55,7 @@ pub struct FactsArgs {
     pub output: PathBuf,
 }
 
-/// What the launcher takes from the check: the seed's verdict (0 passed, 1 xformers unusable,
+/// What the launcher takes from the check: the torch check's verdict (0 passed, 1 xformers unusable,
 /// 2+ CUDA problems) and whether `--xformers` can stay in the WebUI flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaunchVerdict {
@@ -207,7 +207,7 @@ pub fn facts_main(args: &FactsArgs) -> ExitCode {
 /// Runs the check for the launcher; `None` when CUDA_CHECK=off.
 ///
 /// The check runs in a child process (this same executable, `cuda-check --json`) bounded by
-/// `timeout` (CUDA_CHECK_TIMEOUT, default `LAUNCH_TIMEOUT`); its report is logged here with the seed's banner and verdict lines. In
+/// `timeout` (CUDA_CHECK_TIMEOUT, default `LAUNCH_TIMEOUT`); its report is logged here with the torch check's banner and verdict lines. In
 /// strict mode the caller stops when `code >= 2`.
 pub fn launch_step(mode: CudaCheckMode, timeout: Duration) -> Option<LaunchVerdict> {
     if mode == CudaCheckMode::Off {

@@ -1,13 +1,12 @@
-//! The check's result: six check lines, the seed's verdict, and how it reads to a person
+//! The check's result: six check lines, the torch check's verdict, and how it reads to a person
 //! (`cuda-check`, the launcher's log) or a program (`cuda-check --json`).
 
 use serde::{Deserialize, Serialize};
 
 pub const RULE: &str = "==============================================";
 pub const BANNER: &str = "RUNNING CUDA COMPATIBILITY TESTS";
-pub const CHECK_COUNT: usize = 6;
 
-/// Verdict codes, as the seed's /cuda_test.py exit codes.
+/// Verdict codes, as the exit codes of the torch check it replaces (docs/bench/torch_check.py).
 pub const VERDICT_PASSED: u8 = 0;
 pub const VERDICT_WARNINGS: u8 = 1;
 pub const VERDICT_FAILED: u8 = 2;
@@ -107,7 +106,7 @@ pub struct Timings {
 pub struct Report {
     /// 0 passed, 1 passed with warnings (reduced performance), 2 CUDA problems.
     pub verdict: u8,
-    /// The verdict in the seed's words.
+    /// The verdict in the torch check's words.
     pub summary: String,
     /// Whether `--xformers` can stay in the WebUI flags: false only when it certainly cannot
     /// work (no GPU, a capability A1111 rules out, xformers missing or broken in the image).
@@ -148,7 +147,7 @@ pub fn verdict(checks: &[Check]) -> u8 {
     }
 }
 
-/// The seed's verdict line, naming the GPU instead of "RTX 5090".
+/// The torch check's verdict line, naming the GPU instead of "RTX 5090".
 pub fn summary(verdict: u8, gpu: Option<&str>) -> String {
     match verdict {
         VERDICT_PASSED => format!(

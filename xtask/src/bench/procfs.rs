@@ -3,11 +3,16 @@
 //! stop whatever a run left behind.
 
 use std::net::TcpListener;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::sync::mpsc::Sender;
 use std::thread;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use runtime::process_tree;
 
 /// A loopback port nobody listens on right now. The bench takes a fresh one per run, so a WebUI
@@ -26,40 +31,24 @@ pub fn watch_exit<E: Send + 'static>(
     tx: Sender<E>,
     event: impl FnOnce(Instant) -> E + Send + 'static,
 ) -> bool {
+    // nix has no pidfd_open wrapper, so this one call stays raw libc.
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no memory is
     // shared with the kernel.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
     if fd < 0 {
         return false;
     }
-    let spawned = thread::Builder::new()
+    // SAFETY: a descriptor pidfd_open just returned, owned by nothing else; closed on drop.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    thread::Builder::new()
         .name(format!("exit-of-{pid}"))
         .spawn(move || {
-            let mut poll_fd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            loop {
-                // SAFETY: one valid pollfd, owned by this frame, for the duration of the call.
-                let ready = unsafe { libc::poll(&mut poll_fd, 1, -1) };
-                if ready > 0
-                    || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-                {
-                    break;
-                }
-            }
+            let mut poll_fd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            while let Err(Errno::EINTR) = poll(&mut poll_fd, PollTimeout::NONE) {}
             let moment = Instant::now();
-            // SAFETY: fd is ours, opened above and closed once.
-            unsafe { libc::close(fd) };
             let _ = tx.send(event(moment));
-        });
-    if spawned.is_err() {
-        // SAFETY: the thread did not start, so the descriptor is still ours to close.
-        unsafe { libc::close(fd) };
-        return false;
-    }
-    true
+        })
+        .is_ok()
 }
 
 /// The argv of a process, or empty when it is gone.
@@ -75,7 +64,7 @@ pub fn cmdline(pid: i32) -> Vec<String> {
 }
 
 /// Direct children of `pid`. (The kernel's /proc/<pid>/task/<tid>/children is not built into
-/// every kernel, e.g. not on our build machines, so parents are read from each process's stat.)
+/// every kernel (it needs CONFIG_PROC_CHILDREN), so parents are read from each process's stat.)
 pub fn children(pid: i32) -> Vec<i32> {
     process_tree::snapshot()
         .into_iter()
@@ -99,8 +88,8 @@ pub fn kill_tree(root: i32) {
     let mut pids = descendants(root);
     pids.push(root);
     for pid in pids {
-        // SAFETY: kill(2) on a pid; ESRCH (already gone) is fine.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        // ESRCH (already gone) is fine.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }
 
@@ -130,21 +119,26 @@ mod tests {
 
     #[test]
     fn sees_its_own_child_and_its_exit() {
-        let mut child = Command::new("sleep")
-            .arg("0.2")
-            .spawn()
-            .expect("sleep runs");
+        let mut child = Command::new("sleep").arg("60").spawn().expect("sleep runs");
         let pid = child.id() as i32;
         let me = std::process::id() as i32;
         assert!(children(me).contains(&pid));
         assert!(descendants(me).contains(&pid));
-        assert_eq!(cmdline(pid), ["sleep", "0.2"]);
+        assert_eq!(cmdline(pid), ["sleep", "60"]);
         let (tx, rx) = mpsc::channel();
-        let started = Instant::now();
-        assert!(watch_exit(pid, tx, |at| at));
-        let ended = rx.recv_timeout(Duration::from_secs(5)).expect("exit seen");
-        // Seen as it happens, before anybody reaps it.
-        assert!(ended.duration_since(started) >= Duration::from_millis(150));
+        assert!(watch_exit(pid, tx, |_| ()));
+        assert!(
+            rx.try_recv().is_err(),
+            "an exit reported while it still runs"
+        );
+        kill_tree(pid);
+        rx.recv_timeout(Duration::from_secs(60)).expect("exit seen");
+        // Seen as it happens, before anybody reaps it: the process is still a zombie.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("a zombie's stat");
+        assert_eq!(
+            stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]),
+            Some("Z")
+        );
         child.wait().expect("reaped");
     }
 

@@ -1,3 +1,4 @@
+// tidy: long because most of it is the page's text (docs/BENCHMARKS.md), written as one template.
 //! The figures from a set of runs, and docs/BENCHMARKS.md around them.
 
 use std::fmt::Write as _;
@@ -6,7 +7,7 @@ use std::time::Duration;
 use super::stats::{self, Summary};
 use super::trial::{Launcher, Outcome, Scenario, Trial};
 
-/// The heading of the section another engineer writes by hand (H200 figures, device tool); the
+/// The heading of the section another engineer writes by hand (figures from a GPU machine); the
 /// generator keeps it verbatim.
 pub const GPU_HEADING: &str = "## GPU: cuda-check vs the Python/torch check";
 /// Written by hand from `cargo xtask image` builds (sizes, build times), not by the bench.
@@ -99,6 +100,50 @@ fn cell(
     }
 }
 
+/// The goals worker-runtime is held to, for the table's "met" column and the findings alike.
+const READINESS_GOAL_MS: f64 = 30.0;
+const TEARDOWN_GOAL_MS: f64 = 100.0;
+const RSS_GOAL_MB: f64 = 10.0;
+
+/// Every figure the bench reads from one run, defined once: the table's rows and the findings'
+/// sentences both take them from here.
+mod metric {
+    use super::{ms_after_launch, ms_between, Trial};
+
+    /// The WebUI's first possible 200 → the handler serving.
+    pub fn readiness(t: &Trial) -> Option<f64> {
+        ms_between(t.marks.webui_ready, t.marks.serving)
+    }
+    /// Handler exit → launcher exit.
+    pub fn teardown(t: &Trial) -> Option<f64> {
+        ms_between(t.marks.handler_exit, t.marks.launcher_exit)
+    }
+    /// Handler exit → WebUI exit: the WebUI's own shutdown.
+    pub fn webui_shutdown(t: &Trial) -> Option<f64> {
+        ms_between(t.marks.handler_exit, t.marks.webui_exit)
+    }
+    /// WebUI exit → launcher exit: the launcher's own part.
+    pub fn after_webui_exit(t: &Trial) -> Option<f64> {
+        ms_between(t.marks.webui_exit, t.marks.launcher_exit)
+    }
+    /// The launcher's own peak RSS (VmHWM), in MB.
+    pub fn peak_rss_mb(t: &Trial) -> Option<f64> {
+        t.peak_rss_kib.map(|k| k as f64 * 1024.0 / 1e6)
+    }
+    /// Launch → the launcher reports the WebUI's crash.
+    pub fn crash_reported(t: &Trial) -> Option<f64> {
+        ms_after_launch(t.marks.noticed_crash)
+    }
+    /// Launch → the WebUI's PID line.
+    pub fn webui_started(t: &Trial) -> Option<f64> {
+        ms_after_launch(t.marks.webui_started)
+    }
+    /// Launch → the handler serving.
+    pub fn cold_start(t: &Trial) -> Option<f64> {
+        ms_after_launch(t.marks.serving)
+    }
+}
+
 pub fn rows(trials: &[Trial], ctx: &Context) -> Vec<Row> {
     use Launcher::{Reference, Runtime};
     use Scenario::{CrashAtStart, IgnoresSigterm, NoTcmalloc, Normal};
@@ -112,44 +157,38 @@ pub fn rows(trials: &[Trial], ctx: &Context) -> Vec<Row> {
     };
     let mut rows = Vec::new();
 
-    let readiness = |t: &Trial| ms_between(t.marks.webui_ready, t.marks.serving);
     rows.push(goal_row(
         "1. Readiness overhead: WebUI answers 200 → handler serving",
-        "< 30 ms median",
-        30.0,
+        &format!("< {READINESS_GOAL_MS} ms median"),
+        READINESS_GOAL_MS,
         "ms",
         stats::ms,
-        both(Normal, "", readiness),
+        both(Normal, "", metric::readiness),
     ));
 
-    let teardown = |t: &Trial| ms_between(t.marks.handler_exit, t.marks.launcher_exit);
     rows.push(goal_row(
         "2a. Teardown, WebUI obeys SIGTERM: handler exit → launcher exit",
-        "< 100 ms",
-        100.0,
+        &format!("< {TEARDOWN_GOAL_MS} ms"),
+        TEARDOWN_GOAL_MS,
         "ms",
         stats::ms,
-        both(Normal, "", teardown),
+        both(Normal, "", metric::teardown),
     ));
     rows.push(context_row(
         "↳ of which the WebUI's own shutdown (handler exit → WebUI exit)",
         "ms",
         stats::ms,
-        both(Normal, "", |t| {
-            ms_between(t.marks.handler_exit, t.marks.webui_exit)
-        }),
+        both(Normal, "", metric::webui_shutdown),
     ));
     rows.push(context_row(
         "↳ the launcher's own part (WebUI exit → launcher exit)",
         "ms",
         stats::ms,
-        both(Normal, "", |t| {
-            ms_between(t.marks.webui_exit, t.marks.launcher_exit)
-        }),
+        both(Normal, "", metric::after_webui_exit),
     ));
     let never_teardown =
         format!("never: `wait` hangs on the WebUI (stopped by the bench after {cap} s)");
-    let (runtime, reference) = both(IgnoresSigterm, &never_teardown, teardown);
+    let (runtime, reference) = both(IgnoresSigterm, &never_teardown, metric::teardown);
     let met = match &runtime {
         Cell::Measured(s) => Some(s.max <= (grace + 0.5) * 1000.0),
         _ => None,
@@ -164,30 +203,26 @@ pub fn rows(trials: &[Trial], ctx: &Context) -> Vec<Row> {
         met,
     });
 
-    let rss = |t: &Trial| t.peak_rss_kib.map(|k| k as f64 * 1024.0 / 1e6);
+    let rss_goal = format!("< {RSS_GOAL_MB} MB");
     rows.push(goal_row(
         "3. Launcher's own peak RSS while the WebUI runs (VmHWM)",
-        "< 10 MB",
-        10.0,
+        &rss_goal,
+        RSS_GOAL_MB,
         "MB",
         stats::mb,
-        both(Normal, "", rss),
+        both(Normal, "", metric::peak_rss_mb),
     ));
-
-    let runtime = cell(trials, Runtime, NoTcmalloc, "", rss);
-    let met = match &runtime {
-        Cell::Measured(s) => Some(s.median < 10.0),
-        _ => None,
-    };
-    rows.push(Row {
-        figure: "↳ worker-runtime with NO_TCMALLOC=1 (diagnostic: tcmalloc in its own process)",
-        goal: "< 10 MB".into(),
-        unit: "MB",
-        fmt: stats::mb,
-        runtime,
-        reference: cell(trials, Reference, Normal, "", rss),
-        met,
-    });
+    rows.push(goal_row(
+        "↳ worker-runtime with NO_TCMALLOC=1 (diagnostic: tcmalloc in its own process)",
+        &rss_goal,
+        RSS_GOAL_MB,
+        "MB",
+        stats::mb,
+        (
+            cell(trials, Runtime, NoTcmalloc, "", metric::peak_rss_mb),
+            cell(trials, Reference, Normal, "", metric::peak_rss_mb),
+        ),
+    ));
 
     let never_crash = format!(
         "never: the handler's wait loop has no time limit (stopped by the bench {cap} s after the crash)"
@@ -196,30 +231,26 @@ pub fn rows(trials: &[Trial], ctx: &Context) -> Vec<Row> {
         "4. WebUI crashes at start: launch → launcher reports it",
         "ms",
         stats::ms,
-        both(CrashAtStart, &never_crash, |t| {
-            ms_after_launch(t.marks.noticed_crash)
-        }),
+        both(CrashAtStart, &never_crash, metric::crash_reported),
     ));
     rows.push(context_row(
         "↳ WebUI exit → launcher exits (the container ends; RunPod can replace it)",
         "ms",
         stats::ms,
-        both(CrashAtStart, &never_crash, |t| {
-            ms_between(t.marks.webui_exit, t.marks.launcher_exit)
-        }),
+        both(CrashAtStart, &never_crash, metric::after_webui_exit),
     ));
 
     rows.push(context_row(
         "Launcher start: launch → WebUI started (its PID line)",
         "ms",
         stats::ms,
-        both(Normal, "", |t| ms_after_launch(t.marks.webui_started)),
+        both(Normal, "", metric::webui_started),
     ));
     rows.push(context_row(
         "Cold start: launch → handler serving (WebUI start-up included)",
         "ms",
         stats::ms,
-        both(Normal, "", |t| ms_after_launch(t.marks.serving)),
+        both(Normal, "", metric::cold_start),
     ));
     rows
 }
@@ -363,7 +394,7 @@ pub fn kept_section(existing: &str, heading: &str) -> Option<String> {
 const GPU_PLACEHOLDER: &str = "\
 ## GPU: cuda-check vs the Python/torch check
 
-Not measured yet: this section is written by hand from runs on the H200 (device tool), not by
+Not measured yet: this section is written by hand from runs on a GPU machine, not by
 `cargo xtask bench`, which keeps it as it is.
 ";
 
@@ -440,40 +471,41 @@ pub fn findings(trials: &[Trial], ctx: &Context) -> Vec<String> {
     use Launcher::{Reference, Runtime};
     use Scenario::{CrashAtStart, IgnoresSigterm, NoTcmalloc, Normal};
     let mut out = Vec::new();
-    let readiness = |t: &Trial| ms_between(t.marks.webui_ready, t.marks.serving);
     if let (Some(rt), Some(rf)) = (
-        median(trials, Runtime, Normal, readiness),
-        median(trials, Reference, Normal, readiness),
+        median(trials, Runtime, Normal, metric::readiness),
+        median(trials, Reference, Normal, metric::readiness),
     ) {
         out.push(format!(
             "**Readiness**: the handler serves {} ms after the WebUI's first possible 200 with \
-             worker-runtime, {} ms with start.sh ({}); goal under 30 ms {}.",
+             worker-runtime, {} ms with start.sh ({}); goal under {READINESS_GOAL_MS} ms {}.",
             stats::ms(rt),
             stats::ms(rf),
             stats::ratio(rt, rf),
-            if rt < 30.0 { "met" } else { "**missed**" }
+            if rt < READINESS_GOAL_MS {
+                "met"
+            } else {
+                "**missed**"
+            }
         ));
     }
-    let teardown = |t: &Trial| ms_between(t.marks.handler_exit, t.marks.launcher_exit);
-    let own = |t: &Trial| ms_between(t.marks.webui_exit, t.marks.launcher_exit);
     if let (Some(rt), Some(rf), Some(rt_own), Some(rf_own)) = (
-        median(trials, Runtime, Normal, teardown),
-        median(trials, Reference, Normal, teardown),
-        median(trials, Runtime, Normal, own),
-        median(trials, Reference, Normal, own),
+        median(trials, Runtime, Normal, metric::teardown),
+        median(trials, Reference, Normal, metric::teardown),
+        median(trials, Runtime, Normal, metric::after_webui_exit),
+        median(trials, Reference, Normal, metric::after_webui_exit),
     ) {
         out.push(format!(
-            "**Teardown** with a WebUI that obeys SIGTERM: {} ms against {} ms; goal under 100 ms \
+            "**Teardown** with a WebUI that obeys SIGTERM: {} ms against {} ms; goal under {TEARDOWN_GOAL_MS} ms \
              {}. Most of it is the demo's own shutdown; after the WebUI's exit worker-runtime \
              takes {} ms more to exit, bash {} ms.",
             stats::ms(rt),
             stats::ms(rf),
-            if rt < 100.0 { "met" } else { "**missed**" },
+            if rt < TEARDOWN_GOAL_MS { "met" } else { "**missed**" },
             stats::ms(rt_own),
             stats::ms(rf_own)
         ));
     }
-    if let Some(rt) = median(trials, Runtime, IgnoresSigterm, teardown) {
+    if let Some(rt) = median(trials, Runtime, IgnoresSigterm, metric::teardown) {
         out.push(format!(
             "With a WebUI that **ignores SIGTERM**, worker-runtime exits {} ms after the handler \
              (SHUTDOWN_GRACE {} s, then SIGKILL); start.sh {}.",
@@ -486,19 +518,19 @@ pub fn findings(trials: &[Trial], ctx: &Context) -> Vec<String> {
             }
         ));
     }
-    let rss = |t: &Trial| t.peak_rss_kib.map(|k| k as f64 * 1024.0 / 1e6);
     if let (Some(rt), Some(rf)) = (
-        median(trials, Runtime, Normal, rss),
-        median(trials, Reference, Normal, rss),
+        median(trials, Runtime, Normal, metric::peak_rss_mb),
+        median(trials, Reference, Normal, metric::peak_rss_mb),
     ) {
-        let mut text = format!(
+        let mut text =
+            format!(
             "**Memory**: worker-runtime peaks at {} MB while the WebUI runs, bash at {} MB; goal \
-             under 10 MB {}.",
+             under {RSS_GOAL_MB} MB {}.",
             stats::mb(rt),
             stats::mb(rf),
-            if rt < 10.0 { "met" } else { "**missed**" }
+            if rt < RSS_GOAL_MB { "met" } else { "**missed**" }
         );
-        if let Some(plain) = median(trials, Runtime, NoTcmalloc, rss) {
+        if let Some(plain) = median(trials, Runtime, NoTcmalloc, metric::peak_rss_mb) {
             let _ = write!(
                 text,
                 " With NO_TCMALLOC=1 it peaks at {} MB: ",
@@ -517,11 +549,9 @@ pub fn findings(trials: &[Trial], ctx: &Context) -> Vec<String> {
         }
         out.push(text);
     }
-    let reported = |t: &Trial| ms_after_launch(t.marks.noticed_crash);
-    let exits = |t: &Trial| ms_between(t.marks.webui_exit, t.marks.launcher_exit);
     if let (Some(at), Some(exit)) = (
-        median(trials, Runtime, CrashAtStart, reported),
-        median(trials, Runtime, CrashAtStart, exits),
+        median(trials, Runtime, CrashAtStart, metric::crash_reported),
+        median(trials, Runtime, CrashAtStart, metric::after_webui_exit),
     ) {
         out.push(format!(
             "**Crash at start**: worker-runtime reports it {:.2} s after launch (the WebUI's \
@@ -571,13 +601,13 @@ pub fn page(
     let mut out = String::new();
     let _ = write!(
         out,
-        "# Benchmarks: worker-runtime against the seed's start.sh
+        "# Benchmarks: worker-runtime against the bash start.sh it replaces
 
 <!-- Generated by `cargo xtask bench` (xtask/src/bench/), except the GPU section at the end,
 which is written by hand and kept verbatim when the page is regenerated. -->
 
 What a serverless worker's launcher costs, measured side by side against the bash start.sh it
-replaces (issue 6). Both launch the same demo WebUI (docker/demo-webui, start-up delay
+replaces. Both launch the same demo WebUI (docker/demo-webui, start-up delay
 {delay:.1} s) and the same handler (docker/handler.py on the real runpod SDK, runpod's local test
 mode with one tiny job), in one run, alternating, {runs} runs each per scenario.
 
@@ -617,7 +647,7 @@ moments around readiness and teardown magnified.
 
 ## What is measured, and how
 
-- **The reference** is xtask/bench/start.sh, written from the seed's text: sequential, the WebUI in
+- **The reference** is xtask/bench/start.sh, written from the start.sh the worker shipped before: sequential, the WebUI in
   the background with `&` and `$!`, the handler in the foreground, `kill`/`wait` after it. Like the
   existing A1111 workers, its handler waits for the WebUI itself: xtask/bench/reference_handler.py
   imports docker/handler.py, then polls `GET /sdapi/v1/sd-models` every 0.2 s (any answer counts,
@@ -632,7 +662,7 @@ moments around readiness and teardown magnified.
   free loopback port per run, the same empty model folders in a temp dir, a clean environment,
   tcmalloc preloaded by both (start.sh always does; worker-runtime does unless `NO_TCMALLOC`). The
   handler reads its job from test_input.json in its working directory, so both start it with no
-  arguments, as the seed's `python -u /handler.py`.{warm_up}
+  arguments, as that start.sh's `python -u /handler.py`.{warm_up}
 - **Timestamps**: every line the launcher and its children print is timestamped by the bench as it
   is read from their pipes. The WebUI is ready at its `Uvicorn running on` line: the demo binds its
   port only after its start-up delay and answers 200 from that moment. The handler serves at its

@@ -176,7 +176,7 @@ pub fn svg(reference: &Trial, runtime: &Trial, webui_delay: Duration) -> String 
         28.0,
         17.0,
         r##"font-weight="bold" fill="#111""##,
-        "Start-up and teardown: the seed's start.sh vs worker-runtime (one run each)",
+        "Start-up and teardown: the bash start.sh vs worker-runtime (one run each)",
     );
     svg.text(
         20.0,
@@ -228,7 +228,7 @@ fn whole_run_block(svg: &mut Svg, scale: &Scale, trial: &Trial) {
     let m = &trial.marks;
     let y = svg.y;
     let title = match trial.launcher {
-        Launcher::Reference => "start.sh (seed)",
+        Launcher::Reference => "start.sh (reference)",
         Launcher::Runtime => "worker-runtime",
     };
     svg.heading(title);

@@ -17,7 +17,7 @@ use super::procfs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Launcher {
-    /// The seed's start.sh (xtask/bench/start.sh) with the handler-side wait loop.
+    /// The reference start.sh (xtask/bench/start.sh) with the handler-side wait loop.
     Reference,
     /// target/release/worker-runtime.
     Runtime,
@@ -191,22 +191,15 @@ pub fn run(setup: &Setup, launcher: Launcher, scenario: Scenario) -> Result<Tria
             .spawn(move || {
                 // Wait for the exit without reaping first: until `exited` is set the pid cannot be
                 // reused, so killing it (cap, clean-up) never hits another process.
-                // SAFETY: siginfo_t is plain data, valid when zeroed.
-                let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-                // SAFETY: waitid fills `info`, a valid siginfo_t owned by this frame.
-                let waited = unsafe {
-                    libc::waitid(
-                        libc::P_PID,
-                        pid as libc::id_t,
-                        &mut info,
-                        libc::WEXITED | libc::WNOWAIT,
-                    )
-                };
+                let waited = nix::sys::wait::waitid(
+                    nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(pid)),
+                    nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+                );
                 let at = Instant::now();
                 exited.store(true, Ordering::SeqCst);
                 let status = child.wait();
                 let code = match status {
-                    Ok(status) if waited == 0 => {
+                    Ok(status) if waited.is_ok() => {
                         use std::os::unix::process::ExitStatusExt;
                         status
                             .code()
@@ -267,7 +260,7 @@ fn command(setup: &Setup, launcher: Launcher, scenario: Scenario, port: u16) -> 
             format!("{}", setup.webui_delay.as_secs_f64()),
         )
         // runpod's local test mode reads the job from ./test_input.json: both launchers start
-        // the handler with no arguments, as the seed's `python -u /handler.py`.
+        // the handler with no arguments, as the reference start.sh's `python -u /handler.py`.
         .current_dir(&setup.work_dir)
         .stdin(Stdio::null());
     match launcher {
@@ -275,7 +268,7 @@ fn command(setup: &Setup, launcher: Launcher, scenario: Scenario, port: u16) -> 
             command
                 .env("HANDLER_PATH", &setup.reference_handler)
                 .env("BENCH_HANDLER", &setup.handler)
-                // The seed's handler knew the URL (127.0.0.1:3000); worker-runtime passes it in.
+                // The reference's handler knew the URL (127.0.0.1:3000); worker-runtime passes it in.
                 .env("WEBUI_API_URL", format!("http://127.0.0.1:{port}"))
                 // A1111 appends COMMANDLINE_ARGS: loopback, as worker-runtime's --server-name.
                 .env("COMMANDLINE_ARGS", "--server-name 127.0.0.1");
@@ -437,8 +430,10 @@ impl<'a> Observer<'a> {
             for (_, pid) in &left {
                 // Watched and not seen to exit: still ours (alive or a zombie), so the pid cannot
                 // belong to anything else yet.
-                // SAFETY: kill(2) on a pid.
-                unsafe { libc::kill(*pid, libc::SIGKILL) };
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             bail!(
                 "{} ({}) exited but left its {} running (the bench killed it); its last \

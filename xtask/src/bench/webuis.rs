@@ -54,15 +54,14 @@ struct Run {
     a1111_model_loaded: Option<String>,
 }
 
-pub fn run(runs: usize, write: bool) -> Result<()> {
+pub fn run(sh: &Shell, runs: usize, write: bool) -> Result<()> {
     let root = crate::project_root();
-    let sh = Shell::new()?;
-    sh.change_dir(&root);
-    cmd!(sh, "cargo build --release --quiet -p runtime")
+    let cargo = crate::cargo();
+    cmd!(sh, "{cargo} build --release --quiet -p runtime")
         .run()
         .context("building worker-runtime for the bench")?;
     let runtime_bin = crate::target_dir().join("release").join("worker-runtime");
-    let python = crate::python_env::ensure_venv(&sh)?;
+    let python = crate::python_env::ensure_venv(sh)?;
     let prepared = a1111::prepare(&a1111::A1111Args::default())?;
     let work = tempfile::Builder::new()
         .prefix("sd-worker-bench-webuis-")
@@ -307,8 +306,10 @@ fn measure(
 
 fn stop(child: &mut Child) {
     let pid = child.id() as i32;
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
