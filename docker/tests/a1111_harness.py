@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HANDLER, PYTHON, REPO_ROOT, Process, free_port, http
+from conftest import HANDLER, PYTHON, RUNTIME, Process, free_port, http
 
-RUNTIME = Path(os.environ.get("WORKER_RUNTIME") or REPO_ROOT / "target" / "debug" / "worker-runtime")
 
 
 def read_settings():

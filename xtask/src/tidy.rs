@@ -164,37 +164,6 @@ const OUTSIDE_ALLOWED: &[(&str, &str, &str)] = &[
         "CI passes a source tarball found beside the clone",
     ),
     (
-        "docs/BENCHMARKS.md",
-        "issue",
-        // Its header is generated from xtask/src/bench/report.rs, which no longer says it; the
-        // next `cargo xtask bench` rewrites the line.
-        "the generated header, rewritten by the next bench run",
-    ),
-    (
-        "docs/BENCHMARKS.md",
-        "the seed's",
-        // Generated from xtask/src/bench/report.rs, which no longer says it, and a hand-written
-        // GPU section; the next bench run rewrites the generated part.
-        "the generated page and its hand-written GPU section",
-    ),
-    (
-        "docs/startup-timeline.svg",
-        "the seed's",
-        // Drawn by xtask/src/bench/timeline.rs, which no longer says it; redrawn by the next run.
-        "the generated chart, redrawn by the next bench run",
-    ),
-    (
-        "docs/startup-timeline.svg",
-        "start.sh (seed)",
-        "the generated chart, redrawn by the next bench run",
-    ),
-    (
-        "docs/BENCHMARKS.md",
-        "device tool",
-        // The GPU section is written by hand from GPU runs and kept verbatim by the bench.
-        "the hand-written GPU section",
-    ),
-    (
         "xtask/src/tidy.rs",
         "",
         // The rules name the words they look for.

@@ -87,8 +87,8 @@ def run(runtime, kind, work):
                RUNPOD_POD_ID="bench-worker", RUNPOD_AI_API_KEY="bench", PYTHONUNBUFFERED="1")
     env.pop("RUNPOD_SKIP_AUTO_SYSTEM_CHECKS", None)
     env.pop("RUNPOD_SKIP_GPU_CHECK", None)
-    if kind == "seed":
-        env.update(HANDLER_ARGS=str(HERE / "seed_handler.py"), HANDLER_START="after-ready")
+    if kind == "usual":
+        env.update(HANDLER_ARGS=str(HERE / "usual_handler.py"), HANDLER_START="after-ready")
     else:
         env.update(HANDLER_ARGS=str(ROOT / "docker/handler.py"), HANDLER_START="gate")
     started = time.monotonic()
@@ -125,7 +125,7 @@ def main():
     work = Path(os.environ.get("WORK", "/tmp/deployed-bench"))
     work.mkdir(parents=True, exist_ok=True)
     for r in range(rounds):
-        for kind in (("seed", "ours") if r % 2 == 0 else ("ours", "seed")):
+        for kind in (("usual", "ours") if r % 2 == 0 else ("ours", "usual")):
             print(json.dumps(run(runtime, kind, work)), flush=True)
 
 

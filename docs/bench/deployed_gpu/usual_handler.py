@@ -8,5 +8,5 @@ def handler(job):
     return {"ok": True}
 
 
-print("seed-handler: serving", flush=True)
+print("usual-handler: serving", flush=True)
 runpod.serverless.start({"handler": handler})
