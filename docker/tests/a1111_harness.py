@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HANDLER, PYTHON, RUNTIME, Process, free_port, http
+from conftest import HANDLER, PYTHON, RUNTIME, Process, free_port, http, processes_with
 
 
 
@@ -45,18 +45,6 @@ requires_a1111 = pytest.mark.skipif(
 MAIN_MODEL = "test-a"
 SECOND_MODEL = "test-b"
 
-
-def processes_with(marker):
-    """PIDs of live processes whose environment holds `marker` (every child of a worker does)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 class Worker:

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from a1111_harness import processes_with, requires_a1111, wait_until
-from conftest import decode_png_b64, http
+from a1111_harness import requires_a1111, wait_until
+from conftest import decode_png_b64, http, processes_with
 
 pytestmark = [requires_a1111, pytest.mark.timeout(300)]
 

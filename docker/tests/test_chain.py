@@ -7,10 +7,9 @@ Without it every test here fails and says so: a skip would pass a CI run that ne
 import json
 import shlex
 import uuid
-from pathlib import Path
 
 import pytest
-from conftest import DEMO_DIR, HANDLER, PYTHON, RUNTIME, decode_png_b64, free_port
+from conftest import DEMO_DIR, HANDLER, PYTHON, RUNTIME, decode_png_b64, free_port, processes_with
 
 
 @pytest.fixture(autouse=True)
@@ -18,19 +17,6 @@ def runtime_is_built():
     if not RUNTIME.is_file():
         pytest.fail(f"{RUNTIME} is not built: run `cargo build -p runtime`, or set WORKER_RUNTIME")
 
-
-def processes_with(marker):
-    """PIDs of live processes whose environment holds `marker` (all the chain's children do)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker.encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def chain_env(tmp_path, handler_args, **extra):
