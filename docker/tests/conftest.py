@@ -245,6 +245,14 @@ def decode_png_b64(text):
     return read_png(base64.b64decode(text))
 
 
+def serve_on_loopback(handler_class):
+    """(server, base URL) of a threaded HTTP server on 127.0.0.1 serving in the background."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 class FakeServer:
     """A loopback HTTP server whose answers a test chooses per request: `answer(method, path,
     body)` returns (status, JSON-able body or bytes, extra headers), or None for a plain 200 {}.
@@ -288,10 +296,7 @@ class FakeServer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve_on_loopback(Handler)
 
     def paths(self):
         return [(method, path) for method, path, _ in self.requests]
@@ -381,10 +386,7 @@ class ControlPlane:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve_on_loopback(Handler)
 
     def env(self):
         return {
