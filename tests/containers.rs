@@ -65,15 +65,7 @@ fn docker_run_runs_the_test_job_and_exits_0() {
         "logs:\n{logs}"
     );
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let result_path = dir.path().join("result.json");
-    docker_ok(&[
-        "cp",
-        &format!("{}:/tmp/results/local_test.json", c.name),
-        &result_path.display().to_string(),
-    ]);
-    let result: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&result_path).expect("result file")).expect("JSON");
+    let result = test_job_result(&c);
     let job: serde_json::Value = serde_json::from_slice(
         &std::fs::read(root().join("docker/test_input.json")).expect("docker/test_input.json"),
     )
@@ -613,15 +605,7 @@ fn full_image_serves_the_test_job_offline_and_compiles_nothing() {
         "the Hugging Face files are baked in; logs:\n{logs}"
     );
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let result_path = dir.path().join("result.json");
-    docker_ok(&[
-        "cp",
-        &format!("{}:/tmp/results/local_test.json", c.name),
-        &result_path.display().to_string(),
-    ]);
-    let result: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&result_path).expect("result file")).expect("JSON");
+    let result = test_job_result(&c);
     let images = result["images"].as_array().expect("images in the result");
     assert_eq!(images.len(), 1, "{result}");
     assert_eq!(png_size(images[0].as_str().unwrap_or_default()), (64, 64));
@@ -717,6 +701,18 @@ cp /model.yaml /tmp/numpy.yaml; exec worker-runtime";
 }
 
 // --- helpers ---
+
+/// The result the handler wrote for the image's test job (HANDLER_RESULT_DIR=/tmp/results).
+fn test_job_result(c: &Container) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let result_path = dir.path().join("result.json");
+    docker_ok(&[
+        "cp",
+        &format!("{}:/tmp/results/local_test.json", c.name),
+        &result_path.display().to_string(),
+    ]);
+    serde_json::from_slice(&std::fs::read(&result_path).expect("result file")).expect("JSON")
+}
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))

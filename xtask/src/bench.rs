@@ -111,10 +111,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
     warn_if_handler_was_late(&trials);
 
     let ctx = RunContext {
-        date: cmd!(sh, "date -u +%Y-%m-%d")
-            .quiet()
-            .read()
-            .unwrap_or_else(|_| "unknown".into()),
+        date: today(sh),
         command: exact_command(),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model: cpu_model(),
@@ -331,6 +328,14 @@ fn prepare_work_dir(dir: &Path) -> Result<()> {
     let job = r#"{"input": {"api": {"method": "GET", "endpoint": "/sdapi/v1/sd-models"}}}"#;
     std::fs::write(dir.join("test_input.json"), job).context("cannot write test_input.json")?;
     Ok(())
+}
+
+/// The UTC date a page's figures were measured on.
+fn today(sh: &Shell) -> String {
+    cmd!(sh, "date -u +%Y-%m-%d")
+        .quiet()
+        .read()
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// A run that went wrong invalidates the figures: stop and show why.

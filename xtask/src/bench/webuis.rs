@@ -97,7 +97,7 @@ pub fn run(sh: &Shell, runs: usize, write: bool) -> Result<()> {
             all.push(run);
         }
     }
-    let section = section(&all, runs);
+    let section = section(&all, runs, &super::today(sh));
     println!("\n{section}");
     if write {
         let page_path = root.join("docs/BENCHMARKS.md");
@@ -345,7 +345,7 @@ fn cell(s: Option<Summary>, unit: &str, scale: f64, decimals: usize) -> String {
     }
 }
 
-fn section(runs: &[Run], rounds: usize) -> String {
+fn section(runs: &[Run], rounds: usize, date: &str) -> String {
     type Getter = fn(&Run) -> Option<f64>;
     let rows: [(&str, Getter, &str, f64, usize); 7] = [
         (
@@ -411,7 +411,6 @@ fn section(runs: &[Run], rounds: usize) -> String {
          starting the demo WebUI and the real AUTOMATIC1111 v1.10.1 prepared by `cargo xtask a1111` \
          (torch 2.8.0 on the CPU, the 264 MB test checkpoint `test-a`), {rounds} alternating rounds, \
          on this 2-core build machine ({date}). The bench sends its jobs straight to the WebUI.\n",
-        date = today()
     );
     let _ = writeln!(
         out,
@@ -456,15 +455,6 @@ fn section(runs: &[Run], rounds: usize) -> String {
          [docs/{TIMELINE_SVG}]({TIMELINE_SVG}): the A1111 run nearest the median API time.\n"
     );
     out
-}
-
-fn today() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 /// The page with this section in place of the old one, else before the GPU section, else at
