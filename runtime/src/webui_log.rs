@@ -330,17 +330,29 @@ impl Parser {
     }
 }
 
-/// "Startup time: 15.4s (...)." -> 15.4, for a line that starts with `prefix`.
+/// "Startup time: 15.4s (...)." -> 15.4. The sentence normally starts the line, but A1111 loads
+/// the model on a thread of its own while the main thread prints its start-up time, and Python's
+/// `print` writes the text and its newline separately: "Loading weights [..] from x.ckptStartup
+/// time: 15.4s (...)." is a line A1111 really writes. Inside a line only A1111's whole sentence
+/// counts, up to the line's end, so a line that merely mentions the words is not a figure.
 fn figure_after(line: &str, prefix: &str) -> Option<f64> {
-    let rest = line.strip_prefix(prefix)?;
-    let number: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    if !rest[number.len()..].starts_with('s') {
-        return None;
+    if let Some(rest) = line.strip_prefix(prefix) {
+        return seconds_then(rest).map(|(figure, _)| figure);
     }
-    number.parse().ok()
+    let (at, _) = line.match_indices(prefix).last()?;
+    let (figure, tail) = seconds_then(&line[at + prefix.len()..])?;
+    let tail = tail.trim_end();
+    let whole_sentence = tail == "." || (tail.starts_with(" (") && tail.ends_with(")."));
+    whole_sentence.then_some(figure)
+}
+
+/// "15.4s (...)." -> (15.4, " (...).").
+fn seconds_then(rest: &str) -> Option<(f64, &str)> {
+    let digits = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let tail = rest[digits..].strip_prefix('s')?;
+    Some((rest[..digits].parse().ok()?, tail))
 }
 
 /// A reason fit for one log line: no control characters, bounded length.
@@ -425,8 +437,22 @@ mod tests {
     }
 
     #[test]
+    fn a_figure_glued_to_the_model_loaders_line_is_still_read() {
+        let facts = parse(
+            "Loading weights [0123abcd] from /m/test-a.ckptStartup time: 15.4s (import torch: 9.9s).\n\n\
+             Applying attention optimization: Doggettx... done.Model loaded in 4.3s.\n",
+        );
+        assert_eq!(facts.startup_time, Some(15.4));
+        assert_eq!(facts.model_loaded_in, Some(4.3));
+        let glued_after = parse("Startup time: 15.4s (other: 5.0s).Loading weights [0123abcd]\n");
+        assert_eq!(glued_after.startup_time, Some(15.4));
+    }
+
+    #[test]
     fn look_alike_lines_are_not_figures() {
-        let facts = parse("Startup time: soon\nprint('Model loaded in 3s')\n");
+        let facts = parse(
+            "Startup time: soon\nprint('Model loaded in 3s')\nlog: Startup time: 3s (x) was slow\n",
+        );
         assert_eq!(facts, Facts::default());
         assert_eq!(
             figure_after("Model loaded in 12s.", "Model loaded in "),
