@@ -86,19 +86,13 @@ impl Container {
 
     /// stdout and stderr together, in the order docker received them.
     pub fn logs(&self) -> String {
-        use std::io::Read;
-        // One pipe for both streams, as a shell's `2>&1` would give.
-        let (mut reader, writer) = std::io::pipe().expect("a pipe for docker logs");
-        let mut child = Command::new("docker")
-            .args(["logs", &self.name])
-            .stdout(writer.try_clone().expect("a second end of the pipe"))
-            .stderr(writer)
-            .spawn()
+        let out = duct::cmd!("docker", "logs", &self.name)
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+            .run()
             .unwrap_or_else(|e| panic!("cannot run docker logs: {e}"));
-        let mut bytes = Vec::new();
-        reader.read_to_end(&mut bytes).expect("reading docker logs");
-        let _ = child.wait();
-        String::from_utf8_lossy(&bytes).into_owned()
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Waits until the logs contain `needle`; panics with the logs after `timeout`.

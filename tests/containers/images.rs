@@ -4,7 +4,7 @@
 //! `cargo xtask image --webui-image`, the way a user adds the worker to their own WebUI image.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -176,23 +176,17 @@ fn ensure_base(tag: &str) -> Result<(), String> {
             .arg(DEBIAN_MIRROR),
         "debootstrap (installed by .ci/ensure-docker.sh)",
     )?;
-    let mut tar = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run tar: {e}"))?;
-    let archive = tar.stdout.take().ok_or("tar has no stdout")?;
-    let import = Command::new("docker")
-        .args(["import", "-", tag])
-        .stdin(archive)
-        .output()
-        .map_err(|e| format!("cannot run docker import: {e}"))?;
-    let tar_status = tar.wait().map_err(|e| format!("tar: {e}"))?;
-    if !tar_status.success() || !import.status.success() {
+    let import = duct::cmd!("tar", "-C", &rootfs, "-c", ".")
+        .pipe(duct::cmd!("docker", "import", "-", tag))
+        .stdout_null()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|e| format!("cannot run tar | docker import: {e}"))?;
+    if !import.status.success() {
         return Err(format!(
-            "importing the debootstrap tree failed (tar {tar_status}): {}",
+            "importing the debootstrap tree failed ({}): {}",
+            import.status,
             String::from_utf8_lossy(&import.stderr)
         ));
     }
@@ -363,29 +357,18 @@ pub fn remove_image(tag: &str) {
 
 /// An image FROM `base` with one more instruction, built with no context and no network.
 pub fn derive(base: &str, tag: &str, instructions: &str) -> Result<(), String> {
-    use std::io::Write as _;
-    let mut child = Command::new("docker")
-        .args(["build", "--network", "none", "--tag", tag, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run docker build: {e}"))?;
     let dockerfile = format!("FROM {base}\n{instructions}\n");
-    child
-        .stdin
-        .take()
-        .ok_or("docker build has no stdin")?
-        .write_all(dockerfile.as_bytes())
-        .map_err(|e| format!("docker build: {e}"))?;
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("docker build: {e}"))?;
+    let out = duct::cmd!("docker", "build", "--network", "none", "--tag", tag, "-")
+        .stdin_bytes(dockerfile)
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .map_err(|e| format!("cannot run docker build: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "docker build of {tag} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "docker build of {tag} failed: {}",
+            String::from_utf8_lossy(&out.stdout)
         ));
     }
     Ok(())

@@ -114,8 +114,7 @@ impl Preparation {
                 output: &hf,
             },
             |out| {
-                let mut command = Command::new(&prepared.python);
-                command.arg(&hf_script).arg(out);
+                let command = duct::cmd!(&prepared.python, &hf_script, out);
                 run_python(command, "making the CLIP tokenizer files")
             },
         )?;
@@ -141,16 +140,17 @@ impl Preparation {
                 ] {
                     // The stamp says where the files were made; the paths must be inside `out`.
                     let path = out.join(path.strip_prefix(&models).unwrap_or(path));
-                    let mut command = Command::new(&prepared.python);
-                    command
-                        .arg(&checkpoint_script)
-                        .arg(&prepared.webui_dir)
-                        .arg(&config)
-                        .arg(seed.to_string())
-                        .arg(&path)
-                        .env("HF_HOME", &prepared.hf_home)
-                        .env("HF_HUB_OFFLINE", "1")
-                        .env("TRANSFORMERS_OFFLINE", "1");
+                    let command = duct::cmd!(
+                        &prepared.python,
+                        &checkpoint_script,
+                        &prepared.webui_dir,
+                        &config,
+                        seed.to_string(),
+                        &path
+                    )
+                    .env("HF_HOME", &prepared.hf_home)
+                    .env("HF_HUB_OFFLINE", "1")
+                    .env("TRANSFORMERS_OFFLINE", "1");
                     run_python(command, "making a test checkpoint")?;
                     // A1111 reads <name>.yaml beside a checkpoint as its model config.
                     fs::copy(&config, path.with_extension("yaml"))
@@ -202,12 +202,12 @@ impl Preparation {
 
     fn make_venv(&self, venv: &Path, lock: &Path, clip: &Path) -> Result<()> {
         check_free_space(&self.dir, VENV_NEEDS_GB)?;
-        let status = Command::new(&self.python.path)
-            .args(["-m", "venv"])
-            .arg(venv)
-            .stdout(to_stderr())
-            .status()
-            .with_context(|| format!("running {}", self.python.path.display()))?;
+        let status = duct::cmd!(&self.python.path, "-m", "venv", venv)
+            .stdout_to_stderr()
+            .unchecked()
+            .run()
+            .with_context(|| format!("running {}", self.python.path.display()))?
+            .status;
         if !status.success() {
             bail!(
                 "{} -m venv failed ({status}): on Debian install python{}-venv, or pass --python",
@@ -251,14 +251,18 @@ fn second_checkpoint(prepared: &Prepared) -> PathBuf {
 
 /// Runs pip; on failure, names the likely cause in one line after pip's own output.
 fn pip(python: &Path, args: &[&str], target: &Path, what: &str) -> Result<()> {
-    let output = Command::new(python)
-        .args(["-m", "pip", "--disable-pip-version-check", "-q"])
-        .args(args)
-        .arg(target)
-        .stdin(Stdio::null())
-        .stdout(to_stderr())
-        .stderr(Stdio::piped())
-        .output()
+    let mut argv: Vec<&std::ffi::OsStr> = ["-m", "pip", "--disable-pip-version-check", "-q"]
+        .iter()
+        .chain(args)
+        .map(std::ffi::OsStr::new)
+        .collect();
+    argv.push(target.as_os_str());
+    let output = duct::cmd(python, argv)
+        .stdin_null()
+        .stdout_to_stderr()
+        .stderr_capture()
+        .unchecked()
+        .run()
         .with_context(|| format!("running {}", python.display()))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprint!("{stderr}");
@@ -289,20 +293,14 @@ fn pip_failure(stderr: &str) -> &'static str {
 }
 
 /// Child output goes to stderr: stdout carries only the KEY=value settings.
-fn to_stderr() -> Stdio {
-    use std::os::fd::AsFd;
-    match std::io::stderr().as_fd().try_clone_to_owned() {
-        Ok(fd) => Stdio::from(fd),
-        Err(_) => Stdio::null(),
-    }
-}
-
-fn run_python(mut command: Command, what: &str) -> Result<()> {
+fn run_python(command: duct::Expression, what: &str) -> Result<()> {
     let status = command
-        .stdin(Stdio::null())
-        .stdout(to_stderr())
-        .status()
-        .with_context(|| format!("{what}: cannot run the environment's Python"))?;
+        .stdin_null()
+        .stdout_to_stderr()
+        .unchecked()
+        .run()
+        .with_context(|| format!("{what}: cannot run the environment's Python"))?
+        .status;
     if !status.success() {
         bail!("{what} failed ({status}); its output is above");
     }

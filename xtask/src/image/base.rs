@@ -78,24 +78,18 @@ pub fn ensure(suite: &str) -> Result<String> {
 }
 
 fn import(rootfs: &Path, tag: &str) -> Result<()> {
-    let mut tar = Command::new("tar")
-        .arg("-C")
-        .arg(rootfs)
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running tar")?;
-    let archive = tar.stdout.take().context("tar has no stdout")?;
-    let import = Command::new("docker")
-        .args(["import", "-", tag])
-        .stdin(archive)
-        .output()
-        .context("running docker import")?;
-    let tar_status = tar.wait().context("waiting for tar")?;
-    if !tar_status.success() || !import.status.success() {
+    let out = duct::cmd!("tar", "-C", rootfs, "-c", ".")
+        .pipe(duct::cmd!("docker", "import", "-", tag))
+        .stdout_null()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .context("running tar | docker import")?;
+    if !out.status.success() {
         bail!(
-            "importing the debootstrap tree as {tag} failed (tar {tar_status}): {}",
-            String::from_utf8_lossy(&import.stderr).trim()
+            "importing the debootstrap tree as {tag} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
         );
     }
     Ok(())
