@@ -305,7 +305,9 @@ impl Parser {
                 f.model_loaded_in.get_or_insert(seconds);
             });
         }
-        if let Some(kind) = line.strip_prefix(LOAD_FAILED_PREFIX) {
+        // Like the figures, the block's first and last lines may follow another thread's
+        // unfinished line; they still end the line they are on.
+        if let Some((_, kind)) = line.rsplit_once(LOAD_FAILED_PREFIX) {
             self.failing = Some(kind.trim().to_string());
             self.in_traceback = false;
             self.exception = None;
@@ -314,7 +316,7 @@ impl Parser {
         let Some(kind) = &self.failing else {
             return;
         };
-        if line.trim() == LOAD_FAILED_END {
+        if line.trim_end().ends_with(LOAD_FAILED_END) {
             let reason = self.exception.take().unwrap_or_else(|| kind.clone());
             self.failing = None;
             self.in_traceback = false;
@@ -413,6 +415,21 @@ mod tests {
         assert_eq!(
             facts.load_failure.as_deref(),
             Some("safetensors_rust.SafetensorError: Error while deserializing header: HeaderTooLarge")
+        );
+    }
+
+    #[test]
+    fn a_failure_block_glued_to_other_output_is_still_read() {
+        let facts = parse(
+            "warning: something slowloading stable diffusion model: SafetensorError\n\
+             Traceback (most recent call last):\n  File \"a\", line 1\n\
+             safetensors_rust.SafetensorError: HeaderTooLarge\n\
+             \n\
+             tqdm 3/3Stable diffusion model failed to load\n",
+        );
+        assert_eq!(
+            facts.load_failure.as_deref(),
+            Some("safetensors_rust.SafetensorError: HeaderTooLarge")
         );
     }
 
