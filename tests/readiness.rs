@@ -86,6 +86,17 @@ fn warmup_is_the_default_and_the_report_has_every_phase_and_a1111s_figures() {
     assert_eq!(report["webui"]["startup_time"], 15.4);
     assert_eq!(report["webui"]["model_loaded_in"], 4.3);
     assert_eq!(fixture.record("handler.gate").as_deref(), Some("ready"));
+    // The size read back from the image the WebUI returned: the smallest one by default.
+    assert!(has_line(&lines, "(64x64, 1 step)"), "{}", text(&lines));
+}
+
+#[test]
+fn the_warmup_runs_at_the_size_set_for_it() {
+    let fixture = demo().env("WEBUI_WARMUP_SIZE", "136x96");
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 0, "{}", text(&lines));
+    let line = &lines[position(&lines, "warm-up image generated")];
+    assert!(line.ends_with("(136x96, 1 step)"), "{line}");
 }
 
 #[test]
@@ -205,7 +216,7 @@ fn a_model_load_longer_than_the_ready_timeout_logs_progress_then_ends_with_the_t
 }
 
 #[test]
-fn a_bad_webui_ready_value_is_refused_before_anything_starts() {
+fn bad_webui_ready_and_warmup_size_values_are_refused_before_anything_starts() {
     let fixture = demo().env("WEBUI_READY", "loaded");
     let (code, lines) = fixture.run();
     assert_eq!(code, 78, "{}", text(&lines));
@@ -215,6 +226,14 @@ fn a_bad_webui_ready_value_is_refused_before_anything_starts() {
         text(&lines)
     );
     assert!(fixture.record("handler.pid").is_none());
+    for size in ["512", "500x512", "4096x4096"] {
+        let fixture = demo().env("WEBUI_WARMUP_SIZE", size);
+        let (code, lines) = fixture.run();
+        assert_eq!(code, 78, "{}", text(&lines));
+        let line = &lines[position(&lines, "WEBUI_WARMUP_SIZE")];
+        assert!(line.contains("e.g. 512x512"), "{line}");
+        assert!(fixture.record("webui.pid").is_none());
+    }
 }
 
 /// One request to the health port; the status code, or None when nothing answered.

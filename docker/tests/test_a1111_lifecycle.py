@@ -103,9 +103,12 @@ def test_webui_killed_while_serving_stops_the_worker_with_83(start_worker):
 def test_after_a_warm_up_the_first_job_pays_no_model_load(start_worker, tmp_path):
     job = {"input": {"prompt": "a lighthouse", "seed": 5, "steps": 2, "width": 64, "height": 64}}
     worker = start_worker(f"--test_input {shlex.quote(json.dumps(job))}",
-                          HANDLER_RESULT_DIR=str(tmp_path / "results"), WEBUI_READY="warmup")
+                          HANDLER_RESULT_DIR=str(tmp_path / "results"), WEBUI_READY="warmup",
+                          WEBUI_WARMUP_SIZE="96x64")
     assert worker.process.wait(300) == 0, worker.process.output
     out = worker.process.output
+    # The size is read back from the PNG A1111 returned for the warm-up.
+    assert "(96x64, 1 step)" in out, out
     # The model is loaded and an image was made before the handler may take a job.
     ordered(out, "Model loaded in", "warm-up image generated", "readiness gate opened",
             "handler: serving", "Job local_test completed successfully")

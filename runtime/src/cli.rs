@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 pub use crate::readiness::ReadyMode;
+pub use crate::warmup::WarmupSize;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -73,9 +74,14 @@ pub struct Config {
     pub webui_ready_timeout: Duration,
 
     /// What "ready" means: api (the API answers), model (the checkpoint is loaded), warmup (the
-    /// model is loaded and a 1-step 64x64 generation returned an image).
+    /// model is loaded and a 1-step generation at WEBUI_WARMUP_SIZE returned an image).
     #[arg(long, env = "WEBUI_READY", value_enum, default_value_t = ReadyMode::Warmup, global = true)]
     pub webui_ready: ReadyMode,
+
+    /// WIDTHxHEIGHT of the warm-up generation; the jobs' usual size spares the first job the
+    /// first use of its shapes, at the cost of a longer start-up.
+    #[arg(long, env = "WEBUI_WARMUP_SIZE", default_value = "64x64", value_parser = WarmupSize::parse, global = true)]
+    pub webui_warmup_size: WarmupSize,
 
     /// Serve GET /ping on 0.0.0.0:PORT_HEALTH (204 starting, 200 ready, 503 stopping) [default: no endpoint].
     #[arg(long, env = "PORT_HEALTH", value_parser = parse_port, global = true)]

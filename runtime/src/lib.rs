@@ -17,6 +17,7 @@ pub mod signals;
 pub mod startup_report;
 pub mod supervisor;
 pub mod tcmalloc;
+pub mod warmup;
 pub mod webui_extensions;
 pub mod webui_flags;
 pub mod webui_log;

@@ -13,8 +13,9 @@
 //!    reads: the 500 itself only says `'NoneType' object has no attribute 'lowvram'`). With the
 //!    model already on its device the call changes nothing. `GET /sdapi/v1/options` is no
 //!    signal: `sd_model_checkpoint` is set when the checkpoint list is built, before any load.
-//! 3. `warmup`: a 1-step 64x64 txt2img that saves nothing returns an image: the whole generation
-//!    path has run once (CUDA kernels chosen and loaded), so the first real job pays none of it.
+//! 3. `warmup`: a 1-step txt2img at `WEBUI_WARMUP_SIZE` that saves nothing returns an image: the
+//!    whole generation path has run once (CUDA kernels chosen and loaded for that shape), so the
+//!    first real job pays none of it.
 //!    A failure answers 500 with A1111's exception in `error`/`errors`.
 //!
 //! The thread only reports: it writes one byte to the supervisor's pipe when it is done, either
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 use crate::listener::{self, Holder};
+use crate::warmup::{png_size, warmup_payload, WarmupSize, WARMUP_PATH};
 use crate::webui_log::{one_line, WebuiLog};
 
 /// Short enough that the handler starts within tens of milliseconds of readiness; a refused
@@ -49,13 +51,6 @@ const LOAD_REASON_WAIT: Duration = Duration::from_secs(2);
 
 pub const READY_PATH: &str = "/sdapi/v1/sd-models";
 pub const MODEL_PATH: &str = "/sdapi/v1/reload-checkpoint";
-pub const WARMUP_PATH: &str = "/sdapi/v1/txt2img";
-
-/// The smallest generation A1111 does: one step at 64x64; nothing written to its outputs folder.
-pub const WARMUP_PAYLOAD: &str = r#"{"prompt": "a photograph", "negative_prompt": "", "seed": 1, "steps": 1, "width": 64, "height": 64, "batch_size": 1, "n_iter": 1, "cfg_scale": 7, "save_images": false, "send_images": true, "do_not_save_samples": true, "do_not_save_grid": true}"#;
-/// The same with another seed and prompt: A1111's NaN check stops a generation in the UNet,
-/// before the VAE ever runs, so a warm-up that met NaNs tries once more.
-pub const WARMUP_RETRY_PAYLOAD: &str = r#"{"prompt": "a landscape", "negative_prompt": "", "seed": 2, "steps": 1, "width": 64, "height": 64, "batch_size": 1, "n_iter": 1, "cfg_scale": 7, "save_images": false, "send_images": true, "do_not_save_samples": true, "do_not_save_grid": true}"#;
 
 /// What "ready" means (`WEBUI_READY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -152,6 +147,7 @@ pub struct Target {
     pub log: Arc<WebuiLog>,
     /// The process whose tree must hold the port for an answer to count.
     pub owner: Owner,
+    pub warmup_size: WarmupSize,
 }
 
 /// Starts probing; writes one byte to `notify` once the probe has an outcome.
@@ -187,7 +183,7 @@ fn probe(target: &Target, stop: &AtomicBool, shared: &Shared) -> Option<Outcome>
         target.mode.name()
     );
     let stage_start = Instant::now();
-    let answer = long_request(target, stop, MODEL_PATH, "{}", "the model to load")?;
+    let answer = long_request(target, stop, MODEL_PATH, "{}".into(), "the model to load")?;
     if let Err(answer) = answer.success() {
         // The 500 names only a symptom; the WebUI printed the load's exception just before.
         let reason = target
@@ -205,38 +201,39 @@ fn probe(target: &Target, stop: &AtomicBool, shared: &Shared) -> Option<Outcome>
         return Some(Outcome::Ready);
     }
     let stage_start = Instant::now();
-    let mut result = long_request(
-        target,
-        stop,
-        WARMUP_PATH,
-        WARMUP_PAYLOAD,
-        "the warm-up image",
-    )?
-    .warmup_image();
-    if result.as_ref().is_err_and(|r| r.contains("NansException")) {
-        tracing::info!("warm-up generation gave NaNs; once more with another seed");
-        result = long_request(
+    let size = target.warmup_size;
+    let warmup = |retry| {
+        long_request(
             target,
             stop,
             WARMUP_PATH,
-            WARMUP_RETRY_PAYLOAD,
+            warmup_payload(size, retry),
             "the warm-up image",
-        )?
-        .warmup_image();
+        )
+        .map(|answer| answer.warmup_image())
+    };
+    let mut result = warmup(false)?;
+    if result.as_ref().is_err_and(|r| r.contains("NansException")) {
+        tracing::info!("warm-up generation gave NaNs; once more with another seed");
+        result = warmup(true)?;
     }
-    match result {
-        Ok(()) => {}
+    let made = match result {
+        Ok(made) => made,
         Err(reason) if reason.contains("NansException") => {
             // A numeric accident of the seeds (or random test weights), not a broken worker:
             // the model loaded and the UNet ran; jobs still run, and A1111 names the same error
             // for a real job when it happens there.
             tracing::warn!("warm-up generation gave NaNs ({reason}); the model works: going on");
+            None
         }
         Err(reason) => return Some(Outcome::WarmupFailed(reason)),
-    }
+    };
     record(shared, |m| m.warmup = Some(Instant::now()));
+    // The size of the image that came back, read from its PNG header: proof of the shape the
+    // WebUI ran, not an echo of the setting.
+    let made = made.map_or_else(|| format!("{size} asked"), |(w, h)| format!("{w}x{h}"));
     tracing::info!(
-        "warm-up image generated in {:.2} s",
+        "warm-up image generated in {:.2} s ({made}, 1 step)",
         stage_start.elapsed().as_secs_f64()
     );
     Some(Outcome::Ready)
@@ -337,14 +334,17 @@ impl Answer {
         }
     }
 
-    /// A warm-up succeeded when it answered 200 with at least one image.
-    fn warmup_image(&self) -> Result<(), String> {
+    /// A warm-up succeeded when it answered 200 with at least one image; the image's width and
+    /// height when it is a PNG (A1111's default format).
+    fn warmup_image(&self) -> Result<Option<(u32, u32)>, String> {
         self.success()?;
         let images = serde_json::from_str::<serde_json::Value>(&self.body)
             .ok()
             .and_then(|v| v.get("images").and_then(|i| i.as_array()).cloned());
         match images.as_deref() {
-            Some([first, ..]) if first.as_str().is_some_and(|s| !s.is_empty()) => Ok(()),
+            Some([first, ..]) if first.as_str().is_some_and(|s| !s.is_empty()) => {
+                Ok(first.as_str().and_then(png_size))
+            }
             _ => Err("the warm-up txt2img answered 200 without an image".into()),
         }
     }
@@ -357,7 +357,7 @@ fn long_request(
     target: &Target,
     stop: &AtomicBool,
     path: &str,
-    body: &'static str,
+    body: String,
     waiting_for: &str,
 ) -> Option<Answer> {
     let url = format!("{}{path}", target.base_url);
@@ -369,14 +369,14 @@ fn long_request(
             .saturating_duration_since(Instant::now())
             .saturating_add(Duration::from_secs(1));
         let (tx, rx) = mpsc::channel();
-        let request_url = url.clone();
+        let (request_url, request_body) = (url.clone(), body.clone());
         let spawned = thread::Builder::new()
             .name("readiness-request".into())
             .spawn(move || {
                 let result = agent(Some(timeout))
                     .post(&request_url)
                     .header("Content-Type", "application/json")
-                    .send(body)
+                    .send(request_body)
                     .map_err(|e| e.to_string())
                     .and_then(|mut response| {
                         let status = response.status().as_u16();
@@ -457,10 +457,24 @@ mod tests {
     }
 
     #[test]
-    fn a_warmup_needs_an_image() {
-        assert!(answer(200, r#"{"images": ["iVBOR"], "info": "{}"}"#)
-            .warmup_image()
-            .is_ok());
+    fn a_warmup_needs_an_image_and_reads_its_size() {
+        use base64::Engine as _;
+        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+        png.extend_from_slice(&512u32.to_be_bytes());
+        png.extend_from_slice(&768u32.to_be_bytes());
+        png.extend_from_slice(b"\x08\x02\x00\x00\x00");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&png);
+        let body = format!(r#"{{"images": ["{encoded}"], "info": "{{}}"}}"#);
+        assert_eq!(answer(200, &body).warmup_image(), Ok(Some((512, 768))));
+        // A JPEG (A1111's samples_format) is still an image; its size is just not read.
+        assert_eq!(
+            answer(
+                200,
+                r#"{"images": ["/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQ"], "info": "{}"}"#
+            )
+            .warmup_image(),
+            Ok(None)
+        );
         assert!(answer(200, r#"{"images": [], "info": "{}"}"#)
             .warmup_image()
             .is_err());
@@ -470,23 +484,5 @@ mod tests {
                 .unwrap_err()
                 .starts_with("NansException")
         );
-    }
-
-    #[test]
-    fn the_warmup_payload_asks_for_the_smallest_unsaved_generation() {
-        let retry: serde_json::Value =
-            serde_json::from_str(WARMUP_RETRY_PAYLOAD).expect("valid JSON");
-        assert_eq!(retry["steps"], 1);
-        assert_eq!(retry["save_images"], false);
-        let v: serde_json::Value = serde_json::from_str(WARMUP_PAYLOAD).expect("valid JSON");
-        assert_eq!(v["steps"], 1);
-        assert_eq!(
-            (v["width"].as_u64(), v["height"].as_u64()),
-            (Some(64), Some(64))
-        );
-        assert_eq!(v["save_images"], false);
-        assert_eq!(v["send_images"], true);
-        assert_eq!(v["do_not_save_samples"], true);
-        assert_eq!(v["do_not_save_grid"], true);
     }
 }
