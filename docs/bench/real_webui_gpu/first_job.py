@@ -5,7 +5,10 @@ readiness gate), and the moment the gate opens sends a 512x512 20-step txt2img s
 WebUI, then a second one (warm), then stops the worker. Prints one JSON object per run: the
 start-up report worker-runtime logged, the gate time, both job times, the WebUI's own figures.
 
-usage: python3 first_job.py WORKER_RUNTIME IDLE_HANDLER ROUNDS   (settings in the environment)
+usage: python3 first_job.py WORKER_RUNTIME IDLE_HANDLER ROUNDS [MODES]   (settings in the environment)
+
+MODES: comma-separated WEBUI_READY values, each optionally with a warm-up size, run in turn and
+in a rotated order each round (default "api,warmup"; e.g. "warmup,warmup@512x512").
 """
 
 import json
@@ -29,15 +32,18 @@ def post(url, body, timeout=300):
 
 
 def one_run(runtime, handler, mode, port):
-    env = dict(os.environ, WEBUI_READY=mode, WEBUI_PORT=str(port), HANDLER_PATH=handler,
+    ready, _, size = mode.partition("@")
+    env = dict(os.environ, WEBUI_READY=ready, WEBUI_PORT=str(port), HANDLER_PATH=handler,
                HANDLER_PYTHON=sys.executable, PYTHONUNBUFFERED="1")
+    if size:
+        env["WEBUI_WARMUP_SIZE"] = size
     launched = time.monotonic()
     proc = subprocess.Popen([runtime], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, text=True)
     lines, gate = [], threading.Event()
     marks = {}
     log_dir = os.environ.get("LOG_DIR")
-    log = open(os.path.join(log_dir, f"run-{port}-{mode}.log"), "w") if log_dir else None
+    log = open(os.path.join(log_dir, f"run-{port}-{mode.replace('@', '-')}.log"), "w") if log_dir else None
 
     def read():
         for line in proc.stdout:
@@ -87,9 +93,11 @@ def one_run(runtime, handler, mode, port):
 
 def main():
     runtime, handler, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    modes = (sys.argv[4] if len(sys.argv) > 4 else "api,warmup").split(",")
     port = 7861
     for round_ in range(rounds):
-        for mode in (("api", "warmup") if round_ % 2 == 0 else ("warmup", "api")):
+        shift = round_ % len(modes)
+        for mode in modes[shift:] + modes[:shift]:
             port += 1
             try:
                 result = one_run(runtime, handler, mode, port)

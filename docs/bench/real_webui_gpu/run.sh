@@ -2,16 +2,17 @@
 # The real A1111 under worker-runtime on a GPU machine without network: the figures of
 # docs/BENCHMARKS.md, section "GPU: the real WebUI, first job after ready".
 #
-#   docs/bench/real_webui_gpu/run.sh WORKER_RUNTIME A1111_SOURCE_TARBALL WHEEL_DIR ROUNDS OUT_DIR
+#   docs/bench/real_webui_gpu/run.sh WORKER_RUNTIME A1111_SOURCE_TARBALL WHEEL_DIR ROUNDS OUT_DIR [MODES]
 #
 # The machine's python3 must hold a CUDA torch; A1111's other packages come as wheels (for that
 # Python) from WHEEL_DIR, installed into a private folder. Makes the offline Hugging Face files
 # and an SD 1.5-sized checkpoint with random weights (the project's own scripts), then runs
-# first_job.py: WEBUI_READY=api and warmup, alternating, ROUNDS each.
+# first_job.py: ROUNDS of MODES (first_job.py's argument; default WEBUI_READY=api and warmup).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 runtime=$(realpath "$1"); tarball=$(realpath "$2"); wheels=$(realpath "$3"); rounds=$4; out=$5
+modes=${6:-api,warmup}
 work=$(mktemp -d)
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$work/site" "$wheels"/*.whl
@@ -39,4 +40,4 @@ cp "$webui/configs/v1-inference.yaml" "$work/models/sd15.yaml"
 export WEBUI_DIR="$webui" WEBUI_PYTHON=python3 MODEL_PATH="$work/models/sd15.safetensors"
 export CKPT_DIR="$work/volume" LORA_DIR="$work/volume" EMBEDDINGS_DIR="$work/volume"
 export CUDA_CHECK=warn WEBUI_EXTRA_ARGS="--data-dir $work/data --disable-nan-check"
-LOG_DIR="$out" python3 "$here/first_job.py" "$runtime" "$root/xtask/bench/idle_handler.py" "$rounds" | tee "$out/first_job.jsonl"
+LOG_DIR="$out" python3 "$here/first_job.py" "$runtime" "$root/xtask/bench/idle_handler.py" "$rounds" "$modes" | tee "$out/first_job.jsonl"
