@@ -86,8 +86,17 @@ fn warmup_is_the_default_and_the_report_has_every_phase_and_a1111s_figures() {
     assert_eq!(report["webui"]["startup_time"], 15.4);
     assert_eq!(report["webui"]["model_loaded_in"], 4.3);
     assert_eq!(fixture.record("handler.gate").as_deref(), Some("ready"));
-    // The size read back from the image the WebUI returned: the smallest one by default.
-    assert!(has_line(&lines, "(64x64, 1 step)"), "{}", text(&lines));
+    // The size read back from the image the WebUI returned: SD 1.x's native size on a GPU.
+    assert!(has_line(&lines, "(512x512, 1 step)"), "{}", text(&lines));
+}
+
+#[test]
+fn on_a_cpu_the_warmup_is_the_smallest_image() {
+    let fixture = demo().env("WEBUI_DEVICE", "cpu");
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 0, "{}", text(&lines));
+    let line = &lines[position(&lines, "warm-up image generated")];
+    assert!(line.ends_with("(64x64, 1 step)"), "{line}");
 }
 
 #[test]

@@ -79,9 +79,9 @@ pub struct Config {
     pub webui_ready: ReadyMode,
 
     /// WIDTHxHEIGHT of the warm-up generation; the jobs' usual size spares the first job the
-    /// first use of its shapes, at the cost of a longer start-up.
-    #[arg(long, env = "WEBUI_WARMUP_SIZE", default_value = "64x64", value_parser = WarmupSize::parse, global = true)]
-    pub webui_warmup_size: WarmupSize,
+    /// first use of its shapes [default: 512x512, or 64x64 with WEBUI_DEVICE=cpu].
+    #[arg(long, env = "WEBUI_WARMUP_SIZE", value_parser = WarmupSize::parse, global = true)]
+    pub webui_warmup_size: Option<WarmupSize>,
 
     /// Serve GET /ping on 0.0.0.0:PORT_HEALTH (204 starting, 200 ready, 503 stopping) [default: no endpoint].
     #[arg(long, env = "PORT_HEALTH", value_parser = parse_port, global = true)]
@@ -229,6 +229,14 @@ fn setting_variables(command: &clap::Command) -> Vec<std::ffi::OsString> {
 }
 
 impl Config {
+    /// `WEBUI_WARMUP_SIZE`, or the default for the device.
+    pub fn warmup_size(&self) -> WarmupSize {
+        self.webui_warmup_size.unwrap_or(match self.webui_device {
+            WebuiDevice::Gpu => WarmupSize::GPU_DEFAULT,
+            WebuiDevice::Cpu => WarmupSize::SMALLEST,
+        })
+    }
+
     pub fn tcmalloc_disabled(&self) -> bool {
         self.no_tcmalloc.as_deref().is_some_and(|v| !v.is_empty())
     }
@@ -310,5 +318,25 @@ mod tests {
             parse(&["worker-runtime", "--no-tcmalloc", ""]).ok(),
             Some(false)
         );
+    }
+
+    #[test]
+    fn the_warmup_size_defaults_to_the_devices_and_a_set_one_wins() {
+        let size = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .map(|c| c.config.warmup_size().to_string())
+                .ok()
+        };
+        assert_eq!(size(&["worker-runtime"]).as_deref(), Some("512x512"));
+        let cpu = ["worker-runtime", "--webui-device", "cpu"];
+        assert_eq!(size(&cpu).as_deref(), Some("64x64"));
+        let set = [
+            "worker-runtime",
+            "--webui-device",
+            "cpu",
+            "--webui-warmup-size",
+            "768x512",
+        ];
+        assert_eq!(size(&set).as_deref(), Some("768x512"));
     }
 }

@@ -423,7 +423,7 @@ impl Lifecycle<'_> {
                 port: self.config.webui_port,
                 pid: webui,
             },
-            warmup_size: self.config.webui_warmup_size,
+            warmup_size: self.config.warmup_size(),
         };
         readiness::spawn(target, write)
     }

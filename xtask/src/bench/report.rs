@@ -632,7 +632,7 @@ value that close to 0, of either sign, means \"at once\".
 The JSON line worker-runtime writes when ready (README, \"Start-up report\"), phase by phase, in
 the normal runs and in runs with its default readiness (`WEBUI_READY=warmup`: the demo's model
 loads in the background for {model_load:.1} s after its API is up, as A1111's does, then one
-1-step 64x64 image). The WebUI's own figures are the demo's imitation of A1111's lines.
+1-step 512x512 image, the default on a GPU). The WebUI's own figures are the demo's imitation of A1111's lines.
 
 {startup}
 ## Findings
