@@ -993,6 +993,24 @@ fn a_process_that_cannot_be_started_exits_85() {
 }
 
 #[test]
+fn signal_handling_that_cannot_be_set_up_exits_85_and_starts_nothing() {
+    let preload = support::no_signalfd_preload().display().to_string();
+    let fixture = Fixture::new().env("LD_PRELOAD", &preload);
+    let (code, lines) = fixture.run();
+    assert_eq!(code, 85, "{}", lines.join("\n"));
+    assert!(has_line(&lines, "Worker Initiated"));
+    let reason = lines
+        .iter()
+        .find(|l| l.contains("cannot set up signal handling"))
+        .unwrap_or_else(|| panic!("no reason given:\n{}", lines.join("\n")));
+    // The cause and where to look, on one line.
+    assert!(reason.contains("Too many open files"), "{reason}");
+    assert!(reason.contains("ulimit -n"), "{reason}");
+    assert_eq!(fixture.record("webui.pid"), None);
+    assert_eq!(fixture.record("handler.pid"), None);
+}
+
+#[test]
 fn commandline_args_are_split_as_a1111_splits_them_and_cannot_rebind_the_webui() {
     for args in [
         "--ckpt-dir=/x\r--server-name\r127.0.0.2",

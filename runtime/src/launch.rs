@@ -214,7 +214,11 @@ pub fn run(config: &Config, tcmalloc: TcmallocStatus) -> ExitCode {
     let mut supervisor = match Supervisor::new() {
         Ok(supervisor) => supervisor,
         Err(e) => {
-            error!("cannot set up signal handling (signalfd, child subreaper): {e}");
+            error!(
+                "cannot set up signal handling (signalfd, child subreaper): {e}; check the \
+                 container's open-files limit (ulimit -n) and that its seccomp profile allows \
+                 signalfd4 and prctl"
+            );
             return ExitCode::from(exit_code::SPAWN_FAILED);
         }
     };

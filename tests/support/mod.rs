@@ -226,22 +226,34 @@ pub fn demo_webui_dir() -> PathBuf {
 /// LD_LIBRARY_PATH so the runtime's GPU check loads it instead of a driver.
 pub fn fake_libcuda_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("fake_libcuda")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("temp dir for the fake libcuda")
-            .keep();
-        let source = workspace_root().join("tests/fake_libcuda/fake_libcuda.c");
-        let status = Command::new("cc")
-            .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o"])
-            .arg(dir.join("libcuda.so.1"))
-            .arg(&source)
-            .status()
-            .expect("running cc (gcc must be installed to build the fake libcuda)");
-        assert!(status.success(), "compiling {}", source.display());
-        dir
-    })
+    DIR.get_or_init(|| compile_shared("tests/fake_libcuda/fake_libcuda.c", "libcuda.so.1"))
+        .parent()
+        .expect("the library's directory")
+}
+
+/// An LD_PRELOAD library under which signalfd(2) fails (tests/fault_preload/no_signalfd.c).
+pub fn no_signalfd_preload() -> &'static Path {
+    static LIB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| compile_shared("tests/fault_preload/no_signalfd.c", "libnosignalfd.so"))
+}
+
+/// Compiles a C file of the tests into a shared library in a directory of its own; its path.
+fn compile_shared(source: &str, name: &str) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("temp dir for a test library")
+        .keep();
+    let source = workspace_root().join(source);
+    let library = dir.join(name);
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+        .expect("running cc (gcc must be installed to build the tests' C libraries)");
+    assert!(status.success(), "compiling {}", source.display());
+    library
 }
 
 /// A tiny HTTP server on `port` that answers every request 200 `[]` and counts them: a process
