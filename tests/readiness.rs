@@ -132,10 +132,20 @@ fn model_mode_waits_for_the_checkpoint_and_makes_no_image() {
 fn api_mode_opens_the_gate_while_the_model_still_loads() {
     let fixture = demo()
         .env("WEBUI_READY", "api")
+        .env("WEBUI_WARMUP_SIZE", "1024x1024")
         .env("DEMO_WEBUI_MODEL_LOAD_SECONDS", "60");
     let (code, lines) = fixture.run();
     assert_eq!(code, 0, "{}", text(&lines));
     assert!(has_line(&lines, "readiness gate opened"));
+    // A setting that cannot apply is said, not silently dropped.
+    assert!(
+        has_line(
+            &lines,
+            "WEBUI_WARMUP_SIZE=1024x1024 has no effect: WEBUI_READY=api makes no warm-up image"
+        ),
+        "{}",
+        text(&lines)
+    );
     assert!(!has_line(&lines, "Model loaded in"), "{}", text(&lines));
     let report = report(&lines).expect("a start-up report line");
     assert_eq!(report["ready"], "api");

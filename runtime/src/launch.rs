@@ -230,6 +230,15 @@ pub fn run(config: &Config, tcmalloc: TcmallocStatus) -> ExitCode {
             return ExitCode::from(exit_code::BAD_CONFIG);
         }
     };
+    if let (Some(size), false) = (
+        config.webui_warmup_size,
+        config.webui_ready == ReadyMode::Warmup,
+    ) {
+        warn!(
+            "WEBUI_WARMUP_SIZE={size} has no effect: WEBUI_READY={} makes no warm-up image",
+            config.webui_ready.name()
+        );
+    }
     let health = match start_health(config) {
         Ok(health) => health,
         Err(message) => {
