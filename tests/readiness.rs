@@ -90,21 +90,22 @@ fn warmup_is_the_default_and_the_report_has_every_phase_and_a1111s_figures() {
     assert!(has_line(&lines, "(512x512, 1 step)"), "{}", text(&lines));
 }
 
-#[test]
-fn on_a_cpu_the_warmup_is_the_smallest_image() {
-    let fixture = demo().env("WEBUI_DEVICE", "cpu");
+/// The runtime's warm-up line of a worker run that must succeed.
+fn warmup_line(fixture: Fixture) -> String {
     let (code, lines) = fixture.run();
     assert_eq!(code, 0, "{}", text(&lines));
-    let line = &lines[position(&lines, "warm-up image generated")];
+    lines[position(&lines, "warm-up image generated")].clone()
+}
+
+#[test]
+fn on_a_cpu_the_warmup_is_the_smallest_image() {
+    let line = warmup_line(demo().env("WEBUI_DEVICE", "cpu"));
     assert!(line.ends_with("(64x64, 1 step)"), "{line}");
 }
 
 #[test]
 fn the_warmup_runs_at_the_size_set_for_it() {
-    let fixture = demo().env("WEBUI_WARMUP_SIZE", "136x96");
-    let (code, lines) = fixture.run();
-    assert_eq!(code, 0, "{}", text(&lines));
-    let line = &lines[position(&lines, "warm-up image generated")];
+    let line = warmup_line(demo().env("WEBUI_WARMUP_SIZE", "136x96"));
     assert!(line.ends_with("(136x96, 1 step)"), "{line}");
 }
 
