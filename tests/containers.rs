@@ -811,16 +811,7 @@ fn processes(c: &Container) -> Vec<(u32, char, String)> {
 
 /// A PNG's width and height, from the first bytes of its base64 text.
 fn png_size(text: &str) -> (u64, u64) {
-    use base64::Engine;
-    // 32 characters: 24 bytes, the signature and the IHDR's width and height.
-    let head = text
-        .get(..32)
-        .unwrap_or_else(|| panic!("too short for a PNG: {text:?}"));
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(head)
-        .unwrap_or_else(|e| panic!("not base64: {e}"));
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
-    assert_eq!(&bytes[12..16], b"IHDR");
-    let be = |b: &[u8]| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    (be(&bytes[16..20]), be(&bytes[20..24]))
+    let (width, height) = runtime::png::size_of_base64(text)
+        .unwrap_or_else(|| panic!("not a base64 PNG: {:?}", text.get(..40).unwrap_or(text)));
+    (u64::from(width), u64::from(height))
 }

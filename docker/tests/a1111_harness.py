@@ -14,7 +14,6 @@ Without A1111_SETTINGS these tests are skipped, saying so. The WebUI runs on the
 
 import os
 import signal
-import time
 import uuid
 from pathlib import Path
 
@@ -145,12 +144,3 @@ def served(tmp_path_factory):
         yield ServedWorker(worker, f"http://127.0.0.1:{port}")
     finally:
         worker.kill()
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"{what} did not happen within {timeout}s")

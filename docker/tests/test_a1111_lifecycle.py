@@ -5,12 +5,11 @@ import json
 import os
 import shlex
 import signal
-import time
 
 import pytest
 
-from a1111_harness import requires_a1111, wait_until
-from conftest import decode_png_b64, http, processes_with
+from a1111_harness import requires_a1111
+from conftest import decode_png_b64, http, processes_with, wait_until
 
 pytestmark = [requires_a1111, pytest.mark.timeout(300)]
 
@@ -94,10 +93,7 @@ def test_webui_killed_while_serving_stops_the_worker_with_83(start_worker):
     os.kill(webui[0], signal.SIGKILL)
     assert worker.process.wait(60) == 83, worker.process.output
     assert "Shutdown complete." in worker.process.output
-    deadline = time.monotonic() + 10
-    while processes_with(worker.marker) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert processes_with(worker.marker) == []
+    wait_until(lambda: processes_with(worker.marker) == [], 10, "every process ending")
 
 
 def test_after_a_warm_up_the_first_job_pays_no_model_load(start_worker, tmp_path):

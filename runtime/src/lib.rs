@@ -10,6 +10,7 @@ pub mod interrupt;
 pub mod launch;
 pub mod listener;
 pub mod logging;
+pub mod png;
 pub mod process_tree;
 pub mod readiness;
 pub mod shlex;

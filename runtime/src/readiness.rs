@@ -37,7 +37,8 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 use crate::listener::{self, Holder};
-use crate::warmup::{png_size, warmup_payload, WarmupSize, WARMUP_PATH};
+use crate::png;
+use crate::warmup::{warmup_payload, WarmupSize, WARMUP_PATH};
 use crate::webui_log::{one_line, WebuiLog};
 
 /// Short enough that the handler starts within tens of milliseconds of readiness; a refused
@@ -343,7 +344,7 @@ impl Answer {
             .and_then(|v| v.get("images").and_then(|i| i.as_array()).cloned());
         match images.as_deref() {
             Some([first, ..]) if first.as_str().is_some_and(|s| !s.is_empty()) => {
-                Ok(first.as_str().and_then(png_size))
+                Ok(first.as_str().and_then(png::size_of_base64))
             }
             _ => Err("the warm-up txt2img answered 200 without an image".into()),
         }

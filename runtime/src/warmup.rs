@@ -1,5 +1,5 @@
 //! The warm-up generation of `WEBUI_READY=warmup`: its size (`WEBUI_WARMUP_SIZE`), the txt2img
-//! it sends, and the size of the image that comes back, read from the PNG itself.
+//! it sends.
 
 pub const WARMUP_PATH: &str = "/sdapi/v1/txt2img";
 
@@ -70,20 +70,6 @@ pub fn warmup_payload(size: WarmupSize, retry: bool) -> String {
         "do_not_save_samples": true, "do_not_save_grid": true,
     })
     .to_string()
-}
-
-/// Width and height from a base64 PNG's IHDR chunk, which the format puts first.
-pub fn png_size(base64_png: &str) -> Option<(u32, u32)> {
-    use base64::Engine as _;
-    // 32 characters are 24 bytes: signature, chunk length, "IHDR", width, height.
-    let head = base64::engine::general_purpose::STANDARD
-        .decode(base64_png.get(..32)?)
-        .ok()?;
-    if !head.starts_with(b"\x89PNG\r\n\x1a\n") || head.get(12..16)? != b"IHDR" {
-        return None;
-    }
-    let be = |at: usize| Some(u32::from_be_bytes(head.get(at..at + 4)?.try_into().ok()?));
-    Some((be(16)?, be(20)?))
 }
 
 #[cfg(test)]

@@ -273,7 +273,7 @@ fn report(result: &Value, layout: &Layout) -> Result<()> {
             };
             let path = layout.images.join(&name);
             fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-            let size = png_size(&bytes)
+            let size = runtime::png::size(&bytes)
                 .map(|(w, h)| format!("{w}x{h} PNG"))
                 .unwrap_or_else(|| "not a PNG".to_string());
             println!("  {}  {size}, {} bytes", path.display(), bytes.len());
@@ -502,16 +502,6 @@ fn decode_base64(text: &str) -> Result<Vec<u8>> {
         .context("not base64")
 }
 
-/// (width, height) from a PNG's IHDR.
-fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
-    if bytes.len() < 24 || &bytes[..8] != b"\x89PNG\r\n\x1a\n" || &bytes[12..16] != b"IHDR" {
-        return None;
-    }
-    let width = u32::from_be_bytes(bytes[16..20].try_into().ok()?);
-    let height = u32::from_be_bytes(bytes[20..24].try_into().ok()?);
-    Some((width, height))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,17 +515,6 @@ mod tests {
         assert_eq!(decode_base64("")?, b"");
         assert!(decode_base64("a b").is_err());
         Ok(())
-    }
-
-    #[test]
-    fn png_size_reads_ihdr_and_rejects_other_data() {
-        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
-        png.extend_from_slice(&64u32.to_be_bytes());
-        png.extend_from_slice(&32u32.to_be_bytes());
-        assert_eq!(png_size(&png), Some((64, 32)));
-        assert_eq!(png_size(b"GIF89a"), None);
-        png[12] = b'X';
-        assert_eq!(png_size(&png), None);
     }
 
     #[test]
