@@ -50,8 +50,10 @@ struct Run {
     warm_job: f64,
     rss_mb: f64,
     hwm_mb: f64,
-    a1111_startup: Option<String>,
-    a1111_model_loaded: Option<String>,
+    /// A1111's own "Startup time" and "Model loaded in", as worker-runtime's start-up report
+    /// read them from its output.
+    a1111_startup: Option<f64>,
+    a1111_model_loaded: Option<f64>,
 }
 
 pub fn run(sh: &Shell, runs: usize, write: bool) -> Result<()> {
@@ -184,10 +186,12 @@ impl Setup {
         for (at, line) in &log {
             if line.contains("Model loaded in") && run.model_loaded.is_none() {
                 run.model_loaded = Some(*at);
-                run.a1111_model_loaded = Some(figure_after(line, "Model loaded in"));
             }
-            if line.contains("Startup time:") && run.a1111_startup.is_none() {
-                run.a1111_startup = Some(figure_after(line, "Startup time:"));
+            if line.starts_with("{\"event\":\"startup\"") {
+                if let Ok(report) = serde_json::from_str::<serde_json::Value>(line) {
+                    run.a1111_startup = report["webui"]["startup_time"].as_f64();
+                    run.a1111_model_loaded = report["webui"]["model_loaded_in"].as_f64();
+                }
             }
             if line.contains("idle-handler: gate open") && run.gate.is_none() {
                 run.gate = Some(*at);
@@ -195,16 +199,6 @@ impl Setup {
         }
         Ok(run)
     }
-}
-
-/// "3.3s" from "Model loaded in 3.3s (calculate hash: ...)".
-fn figure_after(line: &str, marker: &str) -> String {
-    line.split(marker)
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or("")
-        .trim_end_matches(['.', ','])
-        .to_string()
 }
 
 fn read_lines(reader: std::io::PipeReader, launched: Instant) -> mpsc::Receiver<(f64, String)> {
@@ -430,10 +424,11 @@ fn section(runs: &[Run], rounds: usize, date: &str) -> String {
         .iter()
         .filter(|r| r.kind == Kind::A1111)
         .map(|r| {
+            let figure = |f: Option<f64>| f.map_or("?".to_string(), |s| format!("{s:.1}s"));
             format!(
                 "\"Startup time: {}\" / \"Model loaded in {}\"",
-                r.a1111_startup.as_deref().unwrap_or("?"),
-                r.a1111_model_loaded.as_deref().unwrap_or("?")
+                figure(r.a1111_startup),
+                figure(r.a1111_model_loaded)
             )
         })
         .collect();
@@ -555,21 +550,6 @@ fn timeline_svg(run: &Run) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a1111s_own_figures_are_read_from_its_lines() {
-        assert_eq!(
-            figure_after(
-                "Model loaded in 3.3s (calculate hash: 1.5s).",
-                "Model loaded in"
-            ),
-            "3.3s"
-        );
-        assert_eq!(
-            figure_after("Startup time: 12.4s (import torch: 5.8s).", "Startup time:"),
-            "12.4s"
-        );
-    }
 
     #[test]
     fn the_section_replaces_its_old_self_and_otherwise_goes_before_the_gpu_section() {
