@@ -216,8 +216,9 @@ pub fn parse() -> Result<Cli, std::process::ExitCode> {
     }
 }
 
-/// Every environment variable a setting reads, subcommands included.
-fn setting_variables(command: &clap::Command) -> Vec<std::ffi::OsString> {
+/// Every environment variable a setting reads, subcommands included (also the README check's
+/// list of settings).
+pub fn setting_variables(command: &clap::Command) -> Vec<std::ffi::OsString> {
     let mut names: Vec<_> = command
         .get_arguments()
         .filter_map(|a| a.get_env().map(|e| e.to_os_string()))

@@ -39,11 +39,11 @@ pub struct Facts {
 
 impl Facts {
     pub fn of_runtime() -> Facts {
-        let mut clap_env = BTreeSet::new();
-        collect_env(
-            &<runtime::cli::Cli as clap::CommandFactory>::command(),
-            &mut clap_env,
-        );
+        let command = <runtime::cli::Cli as clap::CommandFactory>::command();
+        let clap_env = runtime::cli::setting_variables(&command)
+            .into_iter()
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect();
         let exit_codes = runtime::exit_code::MEANINGS
             .iter()
             .map(|(code, _)| *code)
@@ -52,17 +52,6 @@ impl Facts {
             clap_env,
             exit_codes,
         }
-    }
-}
-
-fn collect_env(command: &clap::Command, into: &mut BTreeSet<String>) {
-    for arg in command.get_arguments() {
-        if let Some(name) = arg.get_env() {
-            into.insert(name.to_string_lossy().into_owned());
-        }
-    }
-    for sub in command.get_subcommands() {
-        collect_env(sub, into);
     }
 }
 
@@ -96,17 +85,22 @@ pub fn check(tree: &Tree, facts: &Facts) -> Vec<String> {
             Some((path.as_str(), text))
         })
         .collect();
+    let names: BTreeSet<&str> = tree
+        .files
+        .iter()
+        .map(|file| file.rsplit('/').next().unwrap_or(file))
+        .collect();
     let mut findings = Vec::new();
     for (path, text) in &texts {
         findings.extend(outside_references(path, text));
-        findings.extend(foreign_documents(path, text, &tree.files));
+        findings.extend(foreign_documents(path, text, &names));
         findings.extend(long_file(path, text));
     }
     match texts.iter().find(|(path, _)| *path == "README.md") {
         Some((_, readme)) => {
             findings.extend(configuration_table(readme, facts, &texts));
             findings.extend(exit_code_table(readme, facts));
-            findings.extend(promises(tree, readme));
+            findings.extend(promises(&texts, readme));
         }
         None => findings.push("README.md: missing".to_string()),
     }
@@ -235,14 +229,11 @@ const FOREIGN_DOCS_ALLOWED: &[(&str, &str)] = &[(
     "A1111's own changelog, read from its checkout for its version",
 )];
 
-fn foreign_documents(path: &str, text: &str, files: &[String]) -> Vec<String> {
+/// `names`: the file names (without folders) of every file in the tree.
+fn foreign_documents(path: &str, text: &str, names: &BTreeSet<&str>) -> Vec<String> {
     if allowed(path, ".md") {
         return Vec::new();
     }
-    let names: BTreeSet<&str> = files
-        .iter()
-        .map(|file| file.rsplit('/').next().unwrap_or(file))
-        .collect();
     let mut findings = Vec::new();
     for (number, line) in text.lines().enumerate() {
         for (end, _) in line.match_indices(".md") {
@@ -367,10 +358,16 @@ fn backticked(cell: &str) -> Vec<String> {
         .collect()
 }
 
-fn promises(tree: &Tree, readme: &str) -> Vec<String> {
-    let list = match fs::read_to_string(tree.root.join(PROMISES)) {
-        Ok(list) => list,
-        Err(e) => return vec![format!("{PROMISES}: cannot read it: {e}")],
+/// `texts`: every file of the tree with its text, as `check` read them.
+fn promises(texts: &[(&str, String)], readme: &str) -> Vec<String> {
+    let text_of = |wanted: &str| {
+        texts
+            .iter()
+            .find(|(path, _)| *path == wanted)
+            .map(|(_, text)| text)
+    };
+    let Some(list) = text_of(PROMISES) else {
+        return vec![format!("{PROMISES}: cannot read it: not in the tree")];
     };
     let prose = words(readme);
     let mut findings = Vec::new();
@@ -396,7 +393,7 @@ fn promises(tree: &Tree, readme: &str) -> Vec<String> {
             ));
             continue;
         };
-        let Ok(source) = fs::read_to_string(tree.root.join(file)) else {
+        let Some(source) = text_of(file) else {
             findings.push(format!("{at}: {file} does not exist"));
             continue;
         };
