@@ -1,6 +1,6 @@
 // tidy: long because it is a catalogue of GPU situations, one short test each, around one fake libcuda.
 //! `worker-runtime cuda-check`, `worker-runtime facts` and the launch step, on machines without a
-//! GPU: a fake libcuda (tests/fake_libcuda/fake_libcuda.c, compiled here with `cc`) stands in for
+//! GPU: a fake libcuda (tests/fake_libcuda/fake_libcuda.c, compiled by the tests' support) stands in for
 //! the driver through LD_LIBRARY_PATH and reports the versions, devices and failures each test
 //! chooses. Each test asserts what a user sees: exit status, report lines, JSON.
 
@@ -10,41 +10,21 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use runtime::cli::CudaCheckMode;
 use runtime::cuda::{launch_step_with, LaunchVerdict};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_worker-runtime");
 
-/// Compiles the fake driver once per test process; `extra` are compiler flags for variants.
-fn build_fake(extra: &[&str]) -> PathBuf {
-    let dir = tempfile::Builder::new()
-        .prefix("fake_libcuda")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("temp dir for the fake libcuda")
-        .keep();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fake_libcuda/fake_libcuda.c");
-    // The real driver's soname: the runtime must find it the way it finds the real one.
-    let out = dir.join("libcuda.so.1");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o"])
-        .arg(&out)
-        .args(extra)
-        .arg(&source)
-        .status()
-        .expect("running cc (gcc must be installed to build the fake libcuda)");
-    assert!(status.success(), "compiling {}", source.display());
-    dir
-}
-
 fn fake_driver() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| build_fake(&[]))
+    support::fake_libcuda_dir()
 }
 
 fn fake_driver_without_launch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| build_fake(&["-DFAKE_OMIT_LAUNCH"]))
+    DIR.get_or_init(|| support::fake_libcuda_variant(&["-DFAKE_OMIT_LAUNCH"]))
 }
 
 /// A library path on which no libcuda loads, even on a machine with a real driver: an empty file

@@ -7,10 +7,11 @@ import os
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
-from conftest import HANDLER, decode_png_b64, free_port, load_module, start_demo
+from conftest import (HANDLER, decode_png_b64, free_port, load_module, serve_on_loopback,
+                      start_demo)
 
 handler = load_module("worker_handler", HANDLER)
 
@@ -269,10 +270,7 @@ class _Server:
                 pass
 
         self.status, self.body, self.delay = status, body, delay
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve_on_loopback(Handler)
 
     def close(self):
         self.server.shutdown()

@@ -226,19 +226,29 @@ pub fn demo_webui_dir() -> PathBuf {
 /// LD_LIBRARY_PATH so the runtime's GPU check loads it instead of a driver.
 pub fn fake_libcuda_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| compile_shared("tests/fake_libcuda/fake_libcuda.c", "libcuda.so.1"))
+    DIR.get_or_init(|| fake_libcuda_variant(&[]))
+}
+
+/// A fake libcuda built with extra compiler flags (`-D...` variants); its directory, to put on
+/// LD_LIBRARY_PATH. It carries the real driver's soname: the runtime must find it the way it
+/// finds the real one.
+pub fn fake_libcuda_variant(flags: &[&str]) -> PathBuf {
+    let library = compile_shared("tests/fake_libcuda/fake_libcuda.c", "libcuda.so.1", flags);
+    library
         .parent()
         .expect("the library's directory")
+        .to_path_buf()
 }
 
 /// An LD_PRELOAD library under which signalfd(2) fails (tests/fault_preload/no_signalfd.c).
 pub fn no_signalfd_preload() -> &'static Path {
     static LIB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    LIB.get_or_init(|| compile_shared("tests/fault_preload/no_signalfd.c", "libnosignalfd.so"))
+    LIB.get_or_init(|| compile_shared("tests/fault_preload/no_signalfd.c", "libnosignalfd.so", &[]))
 }
 
-/// Compiles a C file of the tests into a shared library in a directory of its own; its path.
-fn compile_shared(source: &str, name: &str) -> PathBuf {
+/// Compiles a C file of the tests, with `flags`, into a shared library in a directory of its
+/// own; its path.
+fn compile_shared(source: &str, name: &str, flags: &[&str]) -> PathBuf {
     let dir = tempfile::Builder::new()
         .prefix(name)
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -249,6 +259,7 @@ fn compile_shared(source: &str, name: &str) -> PathBuf {
     let status = Command::new("cc")
         .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o"])
         .arg(&library)
+        .args(flags)
         .arg(&source)
         .status()
         .expect("running cc (gcc must be installed to build the tests' C libraries)");
