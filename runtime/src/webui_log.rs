@@ -36,6 +36,9 @@ const MAX_PARSED_LINE: usize = 4 * 1024;
 /// A reason is one log line: A1111's tokenizer error alone is 400 characters.
 const MAX_REASON: usize = 500;
 
+/// The sentences of A1111's own start-up figures, each followed by the seconds.
+pub const STARTUP_TIME: &str = "Startup time: ";
+pub const MODEL_LOADED_IN: &str = "Model loaded in ";
 const LOAD_FAILED_PREFIX: &str = "loading stable diffusion model: ";
 const LOAD_FAILED_END: &str = "Stable diffusion model failed to load";
 
@@ -296,11 +299,11 @@ impl Parser {
     }
 
     fn line_done(&mut self, line: &str, log: &WebuiLog) {
-        if let Some(seconds) = figure_after(line, "Startup time: ") {
+        if let Some(seconds) = figure_after(line, STARTUP_TIME) {
             log.update(|f| {
                 f.startup_time.get_or_insert(seconds);
             });
-        } else if let Some(seconds) = figure_after(line, "Model loaded in ") {
+        } else if let Some(seconds) = figure_after(line, MODEL_LOADED_IN) {
             log.update(|f| {
                 f.model_loaded_in.get_or_insert(seconds);
             });
@@ -337,7 +340,7 @@ impl Parser {
 /// `print` writes the text and its newline separately: "Loading weights [..] from x.ckptStartup
 /// time: 15.4s (...)." is a line A1111 really writes. Inside a line only A1111's whole sentence
 /// counts, up to the line's end, so a line that merely mentions the words is not a figure.
-fn figure_after(line: &str, prefix: &str) -> Option<f64> {
+pub fn figure_after(line: &str, prefix: &str) -> Option<f64> {
     if let Some(rest) = line.strip_prefix(prefix) {
         return seconds_then(rest).map(|(figure, _)| figure);
     }

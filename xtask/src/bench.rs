@@ -12,7 +12,7 @@ mod timeline;
 mod trial;
 mod webuis;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -84,7 +84,8 @@ fn runs_scenario(launcher: Launcher, scenario: Scenario) -> bool {
 
 pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
     if args.webuis {
-        return webuis::run(sh, args.runs.unwrap_or(3), !args.no_write);
+        let runtime_bin = release_runtime(sh, args.runtime_bin.as_deref())?;
+        return webuis::run(sh, &runtime_bin, args.runs.unwrap_or(3), !args.no_write);
     }
     let params = Params::from(&args)?;
     // `_work` holds the runs' temporary directory until the end.
@@ -154,14 +155,13 @@ pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
     write_pages(&trials, &ctx, &rows, &startup, params.webui_delay)
 }
 
-/// The binary, interpreter, WebUI and scripts both launchers run, checked before any run, and
-/// the temporary directory the runs work in.
-fn prepare(sh: &Shell, args: &BenchArgs, params: &Params) -> Result<(Setup, tempfile::TempDir)> {
-    let root = crate::project_root();
-    let cargo = crate::cargo();
-    let runtime_bin = match &args.runtime_bin {
-        Some(path) => path.clone(),
+/// The worker-runtime the bench measures: `given` (--runtime-bin), else a release build of this
+/// tree.
+fn release_runtime(sh: &Shell, given: Option<&Path>) -> Result<PathBuf> {
+    let runtime_bin = match given {
+        Some(path) => path.to_path_buf(),
         None => {
+            let cargo = crate::cargo();
             cmd!(sh, "{cargo} build --release --quiet -p runtime")
                 .run()
                 .context("building worker-runtime for the bench")?;
@@ -171,6 +171,14 @@ fn prepare(sh: &Shell, args: &BenchArgs, params: &Params) -> Result<(Setup, temp
     if !runtime_bin.is_file() {
         bail!("{}: no such worker-runtime binary", runtime_bin.display());
     }
+    Ok(runtime_bin)
+}
+
+/// The binary, interpreter, WebUI and scripts both launchers run, checked before any run, and
+/// the temporary directory the runs work in.
+fn prepare(sh: &Shell, args: &BenchArgs, params: &Params) -> Result<(Setup, tempfile::TempDir)> {
+    let root = crate::project_root();
+    let runtime_bin = release_runtime(sh, args.runtime_bin.as_deref())?;
     // One interpreter for the WebUI and the handler: the project's .venv, which has the runpod
     // SDK (docker/requirements.txt); created or updated here when needed.
     let python = crate::python_env::ensure_venv(sh)?;

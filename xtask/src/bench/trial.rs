@@ -503,9 +503,8 @@ impl<'a> Observer<'a> {
             first(&mut self.marks.noticed_crash);
         } else if line.contains("Shutdown complete.") {
             first(&mut self.marks.shutdown_logged);
-        } else if line.starts_with("{\"event\":\"startup\"") && self.marks.startup_report.is_none()
-        {
-            self.marks.startup_report = serde_json::from_str(&line).ok();
+        } else if self.marks.startup_report.is_none() {
+            self.marks.startup_report = startup_report(&line);
         }
         self.log.push((at, line));
     }
@@ -575,4 +574,12 @@ impl<'a> Observer<'a> {
         };
         from.is_some_and(|from| now.duration_since(self.launched) > from + self.setup.cap)
     }
+}
+
+/// worker-runtime's start-up report, when `line` is it: the JSON object with "event": "startup".
+fn startup_report(line: &str) -> Option<serde_json::Value> {
+    if !line.starts_with("{\"event\":\"startup\"") {
+        return None;
+    }
+    serde_json::from_str(line).ok()
 }

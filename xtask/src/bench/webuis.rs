@@ -5,13 +5,15 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use xshell::{cmd, Shell};
+use xshell::Shell;
+
+use runtime::webui_log::{figure_after, MODEL_LOADED_IN, STARTUP_TIME};
 
 use super::procfs;
 use super::stats::Summary;
@@ -50,26 +52,20 @@ struct Run {
     warm_job: f64,
     rss_mb: f64,
     hwm_mb: f64,
-    /// A1111's own "Startup time" and "Model loaded in", as worker-runtime's start-up report
-    /// read them from its output.
+    /// A1111's own "Startup time" and "Model loaded in", read as worker-runtime reads them.
     a1111_startup: Option<f64>,
     a1111_model_loaded: Option<f64>,
 }
 
-pub fn run(sh: &Shell, runs: usize, write: bool) -> Result<()> {
+pub fn run(sh: &Shell, runtime_bin: &Path, runs: usize, write: bool) -> Result<()> {
     let root = crate::project_root();
-    let cargo = crate::cargo();
-    cmd!(sh, "{cargo} build --release --quiet -p runtime")
-        .run()
-        .context("building worker-runtime for the bench")?;
-    let runtime_bin = crate::target_dir().join("release").join("worker-runtime");
     let python = crate::python_env::ensure_venv(sh)?;
     let prepared = a1111::prepare(&a1111::A1111Args::default())?;
     let work = tempfile::Builder::new()
         .prefix("sd-worker-bench-webuis-")
         .tempdir()?;
     let setup = Setup {
-        runtime_bin,
+        runtime_bin: runtime_bin.to_path_buf(),
         python,
         prepared,
         idle_handler: root.join("xtask/bench/idle_handler.py"),
@@ -184,14 +180,16 @@ impl Setup {
             }
         };
         for (at, line) in &log {
-            if line.contains("Model loaded in") && run.model_loaded.is_none() {
-                run.model_loaded = Some(*at);
-            }
-            if line.starts_with("{\"event\":\"startup\"") {
-                if let Ok(report) = serde_json::from_str::<serde_json::Value>(line) {
-                    run.a1111_startup = report["webui"]["startup_time"].as_f64();
-                    run.a1111_model_loaded = report["webui"]["model_loaded_in"].as_f64();
+            // Read from the lines, as the runtime reads them: the start-up report comes only
+            // once the gate opens, which a run may end before.
+            if let Some(seconds) = figure_after(line, MODEL_LOADED_IN) {
+                if run.model_loaded.is_none() {
+                    run.model_loaded = Some(*at);
+                    run.a1111_model_loaded = Some(seconds);
                 }
+            }
+            if run.a1111_startup.is_none() {
+                run.a1111_startup = figure_after(line, STARTUP_TIME);
             }
             if line.contains("idle-handler: gate open") && run.gate.is_none() {
                 run.gate = Some(*at);
