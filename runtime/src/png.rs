@@ -21,11 +21,12 @@ pub fn size_of_base64(text: &str) -> Option<(u32, u32)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use base64::Engine as _;
 
-    fn header(width: u32, height: u32) -> Vec<u8> {
+    /// The first bytes of a PNG of that size: enough for `size`.
+    pub(crate) fn header(width: u32, height: u32) -> Vec<u8> {
         let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
         png.extend_from_slice(&width.to_be_bytes());
         png.extend_from_slice(&height.to_be_bytes());

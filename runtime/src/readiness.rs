@@ -460,11 +460,8 @@ mod tests {
     #[test]
     fn a_warmup_needs_an_image_and_reads_its_size() {
         use base64::Engine as _;
-        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
-        png.extend_from_slice(&512u32.to_be_bytes());
-        png.extend_from_slice(&768u32.to_be_bytes());
-        png.extend_from_slice(b"\x08\x02\x00\x00\x00");
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&png);
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(crate::png::tests::header(512, 768));
         let body = format!(r#"{{"images": ["{encoded}"], "info": "{{}}"}}"#);
         assert_eq!(answer(200, &body).warmup_image(), Ok(Some((512, 768))));
         // A JPEG (A1111's samples_format) is still an image; its size is just not read.
