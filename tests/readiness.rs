@@ -110,6 +110,36 @@ fn the_warmup_runs_at_the_size_set_for_it() {
 }
 
 #[test]
+fn a_stop_during_the_warmup_interrupts_it_instead_of_waiting_for_it() {
+    // One step takes a minute, and the demo, as A1111, finishes a generation before it exits.
+    let fixture = demo()
+        .env("DEMO_WEBUI_SECONDS_PER_STEP", "60")
+        .env("SHUTDOWN_GRACE", "30");
+    let running = fixture.spawn();
+    assert!(running.wait_for_line("model loaded ("));
+    running.signal(Signal::SIGTERM);
+    let (code, lines) = running.wait();
+    assert_eq!(code, 143, "{}", text(&lines));
+    assert!(
+        has_line(&lines, "the WebUI accepted the interrupt"),
+        "{}",
+        text(&lines)
+    );
+    // The WebUI ended by itself, not at the SIGKILL deadline.
+    assert!(
+        !has_line(&lines, "at the stop deadline"),
+        "{}",
+        text(&lines)
+    );
+    assert!(
+        !has_line(&lines, "readiness gate opened"),
+        "{}",
+        text(&lines)
+    );
+    assert_eq!(fixture.record("handler.gate"), None);
+}
+
+#[test]
 fn model_mode_waits_for_the_checkpoint_and_makes_no_image() {
     let fixture = demo()
         .env("WEBUI_READY", "model")

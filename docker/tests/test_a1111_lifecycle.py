@@ -144,3 +144,18 @@ def test_a_missing_tokenizer_stops_the_worker_before_any_job(start_worker, tmp_p
     assert "Can't load tokenizer" in line, line
     assert "Job local_test" not in worker.process.output
     assert processes_with(worker.marker) == []
+
+
+def test_a_stop_during_the_warm_up_interrupts_it(start_worker):
+    # 512x512 on the CPU: the warm-up is still generating when the signal comes.
+    worker = start_worker("", WEBUI_READY="warmup", WEBUI_WARMUP_SIZE="512x512",
+                          SHUTDOWN_GRACE="60")
+    worker.process.wait_for_line("model loaded (", timeout=120)
+    worker.process.signal(signal.SIGTERM)
+    assert worker.process.wait(90) == 143, worker.process.output
+    out = worker.process.output
+    # A1111 takes the interrupt before the worker is ready, and ends without the SIGKILL.
+    assert "the WebUI accepted the interrupt" in out, out
+    assert "at the stop deadline" not in out, out
+    assert "readiness gate opened" not in out, out
+    wait_until(lambda: processes_with(worker.marker) == [], 10, "every process ending")

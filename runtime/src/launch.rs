@@ -540,6 +540,12 @@ impl Lifecycle<'_> {
                 }
                 Event::Stop(signal) | Event::Again(signal) => {
                     info!("received {signal} before the WebUI API was ready: stopping");
+                    let m = probe.milestones();
+                    if self.config.webui_ready == ReadyMode::Warmup && m.model.is_some() {
+                        // The warm-up may be generating: A1111's server finishes a generation
+                        // before it exits, and the warm-up image is worth no wait.
+                        self.interrupt_webui();
+                    }
                     return Err(self.fail_before_ready(
                         gate,
                         exit_code::from_signal(signal as i32),
