@@ -151,6 +151,13 @@ def test_a_stop_during_the_warm_up_interrupts_it(start_worker):
     worker = start_worker("", WEBUI_READY="warmup", WEBUI_WARMUP_SIZE="512x512",
                           SHUTDOWN_GRACE="60")
     worker.process.wait_for_line("model loaded (", timeout=120)
+
+    def warming_up():
+        status, progress = http("GET", f"{worker.webui_url}/sdapi/v1/progress?skip_current_image=true")
+        return status == 200 and progress["state"]["job"] != ""
+
+    # A request still on its way is not interrupted: A1111 clears the flag when a job begins.
+    wait_until(warming_up, 60, "the warm-up generation starting")
     worker.process.signal(signal.SIGTERM)
     assert worker.process.wait(90) == 143, worker.process.output
     out = worker.process.output

@@ -540,6 +540,7 @@ impl Lifecycle<'_> {
                 }
                 Event::Stop(signal) | Event::Again(signal) => {
                     info!("received {signal} before the WebUI API was ready: stopping");
+                    probe.stop();
                     let m = probe.milestones();
                     if self.config.webui_ready == ReadyMode::Warmup && m.model.is_some() {
                         // The warm-up may be generating: A1111's server finishes a generation

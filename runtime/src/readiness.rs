@@ -107,7 +107,7 @@ pub struct Probe {
 
 impl Drop for Probe {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop();
     }
 }
 
@@ -119,6 +119,12 @@ pub struct Owner {
 }
 
 impl Probe {
+    /// No request starts from now on (a stop must not begin a warm-up); one in flight is left
+    /// to the WebUI's own end.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     pub fn outcome(&self) -> Outcome {
         self.shared
             .outcome
@@ -364,6 +370,9 @@ fn long_request(
     let url = format!("{}{path}", target.base_url);
     let mut next_progress = Instant::now() + PROGRESS_EVERY;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
         // One second past the deadline: the supervisor's own deadline event comes first.
         let timeout = target
             .deadline
